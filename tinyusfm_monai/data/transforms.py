@@ -1,0 +1,99 @@
+"""Image preprocessing that reproduces the official TinyUSFM input tensor with MONAI transforms.
+
+The official pipeline is PIL `convert("RGB")` → resize 224 → `ToTensor` → ImageNet mean/std, with
+rows = image height. Pretrained weights only transfer when our tensor matches it, so two MONAI
+defaults are overridden on purpose: PILReader's `reverse_indexing` (MONAI returns x-first arrays by
+default) and the single-channel output of grayscale images (ultrasound PNGs are often grayscale,
+the model wants three identical channels).
+
+The transform lists are written as config dicts because they are the single source for the bundle
+JSON files (`tinyusfm_monai.bundle`), the tests and the Python API alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EnsureRGB(Transform):
+    """Channel-first image → three channels: grey is repeated, an alpha channel dropped."""
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        c = img.shape[0]
+        if c == 3:
+            return img
+        if c in (1, 2):  # L or LA
+            return img[:1].repeat(3, *([1] * (img.ndim - 1)))
+        if c == 4:  # RGBA
+            return img[:3]
+        raise ValueError(f"cannot make an RGB image from {c} channels")
+
+
+class EnsureRGBd(MapTransform):
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = EnsureRGB()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
+def load_image_config(keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Read 2D images with rows = height, channel first, three channels."""
+    return [
+        {
+            "_target_": "LoadImaged",
+            "keys": list(keys),
+            "reader": "PILReader",
+            "reverse_indexing": False,
+            "image_only": True,
+        },
+        {"_target_": "EnsureChannelFirstd", "keys": list(keys)},
+    ]
+
+
+def image_intensity_config(key: str = "image", image_size: int = 224) -> list[dict[str, Any]]:
+    """uint8 RGB image → resized, ImageNet-normalised float tensor (after loading)."""
+    return [
+        {"_target_": "tinyusfm_monai.data.transforms.EnsureRGBd", "keys": key},
+        {"_target_": "ScaleIntensityRanged", "keys": key, "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0},
+        {
+            "_target_": "Resized",
+            "keys": key,
+            "spatial_size": [image_size, image_size],
+            "mode": "bilinear",
+            "anti_aliasing": True,
+        },
+        {
+            "_target_": "NormalizeIntensityd",
+            "keys": key,
+            "subtrahend": list(IMAGENET_MEAN),
+            "divisor": list(IMAGENET_STD),
+            "channel_wise": True,
+        },
+    ]
+
+
+def preprocessing_config(image_size: int = 224, key: str = "image") -> list[dict[str, Any]]:
+    """The inference preprocessing of every bundle: load → RGB → [0, 1] → resize → ImageNet norm."""
+    return load_image_config([key]) + image_intensity_config(key, image_size) + [
+        {"_target_": "EnsureTyped", "keys": key, "dtype": "$torch.float32"}
+    ]
+
+
+def build_preprocessing(image_size: int = 224, key: str = "image"):
+    """Instantiate `preprocessing_config` as a MONAI Compose (for Python users and tests)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": preprocessing_config(image_size, key)}})
+    return parser.get_parsed_content("pre")

@@ -1,0 +1,20 @@
+"""TinyUSFM / USFM backbones, the segmentation network, and safe checkpoint loading."""
+
+from .checkpoint import CheckpointError, LoadReport, load_pretrained, read_state_dict, save_official
+from .models import BACKBONES, USFM, TinyUSFM, build_backbone
+from .segmentation import ViTSegmenter
+from .vit import VisionTransformer
+
+__all__ = [
+    "BACKBONES",
+    "CheckpointError",
+    "LoadReport",
+    "TinyUSFM",
+    "USFM",
+    "ViTSegmenter",
+    "VisionTransformer",
+    "build_backbone",
+    "load_pretrained",
+    "read_state_dict",
+    "save_official",
+]
