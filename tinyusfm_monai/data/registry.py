@@ -59,9 +59,21 @@ class Task:
         return CLASSIFICATION_METRICS if self.task_type == "classification" else SEGMENTATION_METRICS
 
     @property
+    def flip_augment(self) -> bool:
+        """Whether flips are a valid augmentation: always for classification; for segmentation only for
+        lesions, as in the official code ("tumor" tasks). Flipping anatomy with a fixed layout (heart apex
+        up, pubic symphysis beside the fetal head, muscle under the skin) makes implausible images."""
+        return self.task_type == "classification" or self.name in LESION_SEGMENTATION_TASKS
+
+    @property
     def organ(self) -> str:
         return DATASETS[self.dataset].organ
 
+
+# Segmentation tasks whose target is a lesion rather than anatomy with a fixed layout.
+LESION_SEGMENTATION_TASKS = frozenset(
+    {"tn3k_segmentation", "busi_segmentation", "ddti_segmentation", "busbra_segmentation", "gist514_segmentation"}
+)
 
 _DATASETS: tuple[Dataset, ...] = (
     # ---- classification sources -------------------------------------------------------------
@@ -74,7 +86,8 @@ _DATASETS: tuple[Dataset, ...] = (
         licence="CC BY 4.0",
         citation="Meiburger KM, et al. Carotid Ultrasound Boundary Study (CUBS): an open multicenter analysis of "
         "computerized intima-media thickness measurement systems and their clinical impact. "
-        "Ultrasound Med Biol. 2021;47(8):2442-2455.",
+        "Ultrasound Med Biol. 2021;47(8):2442-2455. Technical set: Meiburger KM, et al. Comput Biol Med. "
+        "2022, doi:10.1016/j.compbiomed.2022.105333 (Mendeley Data m7ndn58sv6).",
         has_patient_ids=True,
     ),
     Dataset(
@@ -82,9 +95,10 @@ _DATASETS: tuple[Dataset, ...] = (
         title="UF1990: uterine fibroid ultrasound images",
         organ="uterus",
         num_images=1990,
-        url="https://doi.org/10.1186/s12880-024-01389-z",
-        licence="CC BY 4.0",
-        citation="Uterine fibroid ultrasound dataset, BMC Medical Imaging 2024, doi:10.1186/s12880-024-01389-z.",
+        url="https://data.mendeley.com/datasets/552zbvzwrk/1",
+        licence="CC BY 4.0 (Mendeley Data default; confirm on the dataset page)",
+        citation="Xi H, Wang W. Deep learning based uterine fibroid detection in ultrasound images. "
+        "BMC Med Imaging. 2024. doi:10.1186/s12880-024-01389-z.",
     ),
     Dataset(
         key="tn3k",
@@ -94,18 +108,21 @@ _DATASETS: tuple[Dataset, ...] = (
         url="https://github.com/haifangong/TRFE-Net-for-thyroid-nodule-segmentation",
         licence="research use (see repository)",
         citation="Gong H, et al. Multi-task learning for thyroid nodule segmentation with thyroid region prior. "
-        "ISBI 2021.",
-        official_split="trainval/test folders (test = 614 images)",
+        "ISBI 2021:257-261.",
+        official_split="trainval-image (2,879) / test-image (614) folders; validation = fold 0 of "
+        "tn3k-trainval-fold0.json",
     ),
     Dataset(
         key="stmus",
-        title="STMUS: skeletal muscle ultrasound",
+        title="STMUS_NDA: transverse musculoskeletal ultrasound for neuromuscular disease assessment",
         organ="skeletal muscle",
         num_images=5312,
         url="https://data.mendeley.com/datasets/3jykz7wz8d",
         licence="CC BY 4.0",
-        citation="Skeletal muscle ultrasound dataset, Mendeley Data 3jykz7wz8d.",
-        has_patient_ids=True,
+        citation="Marzola F, et al. Deep learning segmentation of transverse musculoskeletal ultrasound images "
+        "for neuromuscular disease assessment. Comput Biol Med. 2021, doi:10.1016/j.compbiomed.2021.104623. "
+        "Data: Mendeley Data doi:10.17632/3jykz7wz8d.1.",
+        has_patient_ids=False,  # 1,283 subjects, but no subject id in the file names that could be confirmed
     ),
     Dataset(
         key="aul",
@@ -114,7 +131,9 @@ _DATASETS: tuple[Dataset, ...] = (
         num_images=735,
         url="https://zenodo.org/records/7272660",
         licence="CC BY 4.0",
-        citation="Xu Y, et al. Annotated ultrasound liver images. Zenodo 2022, doi:10.5281/zenodo.7272660.",
+        citation="Xu Y, et al. Improving artificial intelligence pipeline for liver malignancy diagnosis using "
+        "ultrasound images and video frames. Brief Bioinform. 2023, doi:10.1093/bib/bbac569. Data: Zenodo "
+        "doi:10.5281/zenodo.7272660.",
     ),
     Dataset(
         key="busi",
@@ -135,7 +154,7 @@ _DATASETS: tuple[Dataset, ...] = (
         licence="CC BY 4.0",
         citation="Zhao Q, et al. A multi-modality ovarian tumor ultrasound image dataset for unsupervised cross-domain "
         "semantic segmentation. arXiv:2207.06799.",
-        official_split="train.txt / val.txt",
+        official_split="OTU_2d train.txt (1,000) / val.txt (469, the publisher's held-out set, used as test)",
     ),
     Dataset(
         key="fetal_planes",
@@ -155,8 +174,8 @@ _DATASETS: tuple[Dataset, ...] = (
         title="LUMINOUS: lumbar multifidus muscle ultrasound",
         organ="multifidus muscle",
         num_images=341,
-        url="https://data.mendeley.com/datasets/6x3vxbrpv9",
-        licence="CC BY 4.0",
+        url="http://data.sonography.ai",
+        licence="see the database site (terms not stated in the paper, which is CC BY 4.0)",
         citation="Belasso CJ, et al. LUMINOUS database: lumbar multifidus muscle segmentation from ultrasound "
         "images. BMC Musculoskelet Disord. 2020;21:703.",
         has_patient_ids=True,
@@ -168,7 +187,9 @@ _DATASETS: tuple[Dataset, ...] = (
         num_images=487,
         url="https://github.com/rsingla92/kidneyUS",
         licence="CC BY-NC-SA 4.0",
-        citation="Singla R, et al. The open kidney ultrasound data set. ASMUS 2023.",
+        citation="Singla R, Ringstrom C, Hu G, Lessoway V, Reid J, Nguan C, Rohling R. The open kidney ultrasound "
+        "data set. ASMUS 2023; arXiv:2206.06657.",
+        has_patient_ids=True,
     ),
     Dataset(
         key="gist514",
@@ -176,9 +197,9 @@ _DATASETS: tuple[Dataset, ...] = (
         organ="stomach",
         num_images=514,
         url="https://github.com/howardchina/query2",
-        licence="research use (see repository)",
-        citation="He Q, et al. Query2: query over queries for improving gastrointestinal stromal tumour detection "
-        "in an endoscopic ultrasound. Comput Biol Med. 2023.",
+        licence="CC BY-NC-SA 4.0",
+        citation="He Q, Bano S, Liu J, Liu W, Stoyanov D, Zuo S. Query2: query over queries for improving "
+        "gastrointestinal stromal tumour detection in an endoscopic ultrasound. Comput Biol Med. 2022:106424.",
     ),
     Dataset(
         key="ddti",
@@ -212,12 +233,13 @@ _DATASETS: tuple[Dataset, ...] = (
     ),
     Dataset(
         key="luss",
-        title="LUSS: lung ultrasound segmentation (phantom)",
+        title="LUSS: lung ultrasound segmentation phantom",
         organ="lung",
         num_images=564,
-        url="https://data.mendeley.com/",
-        licence="CC BY 4.0",
-        citation="Lung ultrasound segmentation phantom dataset (LUSS).",
+        url="https://archive.researchdata.leeds.ac.uk/1263/",
+        licence="see the Leeds repository record",
+        citation="Lung ultrasound segmentation phantom dataset (LUSS_phantom), University of Leeds Research Data "
+        "Repository, record 1263.",
     ),
     Dataset(
         key="fhpsaop",
@@ -244,7 +266,17 @@ _DATASETS: tuple[Dataset, ...] = (
 )
 
 _TASKS: tuple[Task, ...] = (
-    Task("cubs_classification", "cubs", "classification", ("normal", "plaque")),
+    Task(
+        "cubs_classification",
+        "cubs",
+        "classification",
+        ("normal IMT", "increased IMT"),
+        label_note="CUBS publishes no image class, only expert LI/MA boundaries, calibration factors and "
+        "clinical data. The label is derived from the dataset's own annotation: far-wall intima-media thickness "
+        "(mean LI-MA distance of analyst A1 x calibration factor) > 0.9 mm = increased IMT (ESH/ESC 2013 "
+        "threshold for carotid organ damage). Plaque is not annotated in CUBS, so a plaque label would be a "
+        "guess; IMT is measured for every image.",
+    ),
     Task("uf1990_classification", "uf1990", "classification", ("non-fibroid", "fibroid")),
     Task("tn3k_classification", "tn3k", "classification", ("benign", "malignant")),
     Task(
@@ -252,6 +284,11 @@ _TASKS: tuple[Task, ...] = (
         "stmus",
         "classification",
         ("biceps brachii", "gastrocnemius medialis", "tibialis anterior"),
+        label_note="The publisher files every image under muscle (BB, GM, TA) and then subject group (Healthy, "
+        "Pathological). The muscle is an image property shown in every frame; the group is a per-subject "
+        "diagnosis, and with no subject id in the file names a split can only be image-level, so a "
+        "Healthy/Pathological classifier could score by recognising subjects seen in training. Muscle it is; "
+        "the group is kept in the sample id for anyone who wants the other task.",
     ),
     Task("aul_classification", "aul", "classification", ("normal", "benign", "malignant")),
     Task("busi_classification", "busi", "classification", ("normal", "benign", "malignant")),
@@ -276,9 +313,28 @@ _TASKS: tuple[Task, ...] = (
         "classification",
         ("fetal abdomen", "fetal brain", "fetal femur", "fetal thorax", "maternal cervix", "other"),
     ),
-    Task("luminous_segmentation", "luminous", "segmentation", ("background", "multifidus")),
-    Task("kidneyus_segmentation", "kidneyus", "segmentation", ("background", "kidney capsule")),
-    Task("gist514_segmentation", "gist514", "segmentation", ("background", "tumour")),
+    Task(
+        "luminous_segmentation",
+        "luminous",
+        "segmentation",
+        ("background", "multifidus"),
+        label_note="Left and right multifidus masks of an image are united into one class.",
+    ),
+    Task(
+        "kidneyus_segmentation",
+        "kidneyus",
+        "segmentation",
+        ("background", "kidney capsule"),
+        label_note="Capsule masks of sonographer 1; the multi-region labels (central echo complex, medulla, "
+        "cortex) are not used, as in the publication's benchmark.",
+    ),
+    Task(
+        "gist514_segmentation",
+        "gist514",
+        "segmentation",
+        ("background", "tumour"),
+        label_note="GIST and leiomyoma instances are united into one tumour class.",
+    ),
     Task("ddti_segmentation", "ddti", "segmentation", ("background", "nodule")),
     Task("busbra_segmentation", "busbra", "segmentation", ("background", "lesion")),
     Task(
@@ -290,7 +346,14 @@ _TASKS: tuple[Task, ...] = (
         "reference as Dice 1 (MONAI `ignore_empty=False`); the official TinyUSFM code (medpy `dc`) scores it 0. "
         "Both numbers are reported.",
     ),
-    Task("luss_segmentation", "luss", "segmentation", ("background", "pleural line")),
+    Task(
+        "luss_segmentation",
+        "luss",
+        "segmentation",
+        ("background", "rib", "pleural line", "A-line", "B-line", "B-line confluence"),
+        label_note="The phantom's masks label five structures with values 1-5; all are kept, in the dataset's "
+        "order, since no source says UniUS-Bench merged them.",
+    ),
     Task("fhpsaop_segmentation", "fhpsaop", "segmentation", ("background", "pubic symphysis", "fetal head")),
     Task(
         "camus_segmentation",

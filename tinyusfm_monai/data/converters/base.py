@@ -29,3 +29,6 @@ class RawSample:
     mask_source: Path | None = None
     patient: str | None = None  # patient id, where the publisher gives one
     split: str | None = None  # official split ("training" | "validation" | "test"), where one exists
+    # A problem the layout reader found while listing (e.g. an annotation file is missing). Set it instead of
+    # raising, so one bad file cannot stop the scan; the pipeline reports it with `source` and skips the sample.
+    issue: str | None = None
