@@ -8,41 +8,57 @@ networking) cannot stop the others.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
 
-def _lazy(path: str) -> Callable[..., Any]:
-    module_name, attr = path.split(":")
+class _Lazy:
+    """A command whose module is imported only when it is called or its help is shown."""
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module_name), attr)(*args, **kwargs)
+    def __init__(self, path: str) -> None:
+        self.path = path
 
-    call.__doc__ = f"See {module_name}.{attr}."
-    call.__name__ = attr
-    return call
+    def _target(self) -> Callable[..., Any]:
+        module_name, attr = self.path.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    @property
+    def __signature__(self) -> inspect.Signature:  # what fire shows for --help and binds arguments to
+        return inspect.signature(self._target())
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._target().__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+
+def _lazy(path: str) -> _Lazy:
+    return _Lazy(path)
 
 
 class _Dicom:
     """DICOM in, DICOM SEG / SR out."""
 
-    infer = staticmethod(_lazy("tinyusfm_monai.dicom.batch:infer"))
-    serve = staticmethod(_lazy("tinyusfm_monai.dicom.node:serve"))
+    infer = _lazy("tinyusfm_monai.dicom.batch:infer")
+    serve = _lazy("tinyusfm_monai.dicom.node:serve")
 
 
 class _Bundles:
     """Generate and check the task bundles from the registry."""
 
-    generate = staticmethod(_lazy("tinyusfm_monai.bundle.generate:generate"))
+    generate = _lazy("tinyusfm_monai.bundle.generate:generate")
 
 
 class CLI:
     """TinyUSFM for MONAI."""
 
-    profile = staticmethod(_lazy("tinyusfm_monai.networks.profile:profile"))
-    prepare = staticmethod(_lazy("tinyusfm_monai.data.prepare:prepare"))
-    phantom = staticmethod(_lazy("tinyusfm_monai.data.phantom:phantom_cli"))
-    demo = staticmethod(_lazy("tinyusfm_monai.demo:main"))
-    leaderboard = staticmethod(_lazy("tinyusfm_monai.evaluation.leaderboard:leaderboard"))
+    profile = _lazy("tinyusfm_monai.networks.profile:profile")
+    prepare = _lazy("tinyusfm_monai.data.prepare:prepare")
+    phantom = _lazy("tinyusfm_monai.data.phantom:phantom_cli")
+    demo = _lazy("tinyusfm_monai.demo:main")
+    leaderboard = _lazy("tinyusfm_monai.evaluation.leaderboard:leaderboard")
     dicom = _Dicom
     bundles = _Bundles
 

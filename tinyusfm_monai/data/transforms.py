@@ -48,52 +48,54 @@ class EnsureRGBd(MapTransform):
         return d
 
 
-def load_image_config(keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Read 2D images with rows = height, channel first, three channels."""
+Size = int | str  # a number, or a config reference such as "@image_size"
+
+
+def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str, Any]]:
+    """Read 2D images with rows = height, channel first; the image becomes RGB in [0, 1]."""
     return [
-        {
-            "_target_": "LoadImaged",
-            "keys": list(keys),
-            "reader": "PILReader",
-            "reverse_indexing": False,
-            "image_only": True,
-        },
+        {"_target_": "LoadImaged", "keys": list(keys), "reader": reader, "reverse_indexing": False, "image_only": True},
         {"_target_": "EnsureChannelFirstd", "keys": list(keys)},
+        {"_target_": "tinyusfm_monai.data.transforms.EnsureRGBd", "keys": "image"},
+        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0},
     ]
 
 
-def image_intensity_config(key: str = "image", image_size: int = 224) -> list[dict[str, Any]]:
-    """uint8 RGB image → resized, ImageNet-normalised float tensor (after loading)."""
-    return [
-        {"_target_": "tinyusfm_monai.data.transforms.EnsureRGBd", "keys": key},
-        {"_target_": "ScaleIntensityRanged", "keys": key, "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0},
-        {
+def resize_config(size: Size, with_label: bool = False) -> dict[str, Any]:
+    """Resize to the model's input; label maps with nearest neighbour so no new values appear."""
+    if with_label:
+        return {
             "_target_": "Resized",
-            "keys": key,
-            "spatial_size": [image_size, image_size],
-            "mode": "bilinear",
-            "anti_aliasing": True,
-        },
+            "keys": ["image", "label"],
+            "spatial_size": [size, size],
+            "mode": ["bilinear", "nearest"],
+            "anti_aliasing": [True, False],
+        }
+    return {"_target_": "Resized", "keys": "image", "spatial_size": [size, size], "mode": "bilinear", "anti_aliasing": True}
+
+
+def normalise_config() -> list[dict[str, Any]]:
+    """ImageNet mean/std per channel, as `torchvision.transforms.Normalize` in the official code."""
+    return [
         {
             "_target_": "NormalizeIntensityd",
-            "keys": key,
+            "keys": "image",
             "subtrahend": list(IMAGENET_MEAN),
             "divisor": list(IMAGENET_STD),
             "channel_wise": True,
         },
+        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
     ]
 
 
-def preprocessing_config(image_size: int = 224, key: str = "image") -> list[dict[str, Any]]:
+def preprocessing_config(image_size: Size = 224, reader: Any = "PILReader") -> list[dict[str, Any]]:
     """The inference preprocessing of every bundle: load → RGB → [0, 1] → resize → ImageNet norm."""
-    return load_image_config([key]) + image_intensity_config(key, image_size) + [
-        {"_target_": "EnsureTyped", "keys": key, "dtype": "$torch.float32"}
-    ]
+    return load_config(["image"], reader) + [resize_config(image_size)] + normalise_config()
 
 
-def build_preprocessing(image_size: int = 224, key: str = "image"):
+def build_preprocessing(image_size: int = 224, reader: Any = "PILReader"):
     """Instantiate `preprocessing_config` as a MONAI Compose (for Python users and tests)."""
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": preprocessing_config(image_size, key)}})
+    parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": preprocessing_config(image_size, reader)}})
     return parser.get_parsed_content("pre")

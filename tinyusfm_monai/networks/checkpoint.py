@@ -30,7 +30,7 @@ WRAPPER_KEYS = ("model", "state_dict", "module")
 # Parts of a model that a backbone checkpoint may legitimately lack: they are task-specific.
 TASK_SPECIFIC_PREFIXES = ("head.",)
 # Pretraining-only parts of a checkpoint that a backbone has no use for.
-IGNORABLE_PREFIXES = ("head.", "norm.", "decoder", "mask_token", "lm_head", "teacher", "projector")
+IGNORABLE_PREFIXES = ("head.", "norm.", "decoder", "mask_token", "rel_pos_bias.", "lm_head", "teacher", "projector")
 
 
 class CheckpointError(ValueError):
