@@ -106,16 +106,14 @@ class ResumeHandler:
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
-    def _objects(self, engine: Engine) -> dict[str, Any]:
-        return {**self.save_dict, "trainer": engine}
-
     def save(self, engine: Engine) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return  # one writer; every rank loads the same file on restart
-        state = {}
-        for name, obj in self._objects(engine).items():
+        state: dict[str, Any] = {}
+        for name, obj in self.save_dict.items():
             obj = _unwrap(obj) if isinstance(obj, nn.Module) else obj
             state[name] = obj.state_dict()
+        state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
         state["rng"] = rng_state()
         atomic_save(state, self.path)
 
@@ -123,15 +121,13 @@ class ResumeHandler:
         if not self.enabled or not self.path.is_file():
             return
         state = torch.load(self.path, map_location="cpu", weights_only=True)
-        for name, obj in self._objects(engine).items():
+        for name, obj in self.save_dict.items():
             if name not in state:
                 raise KeyError(f"{self.path}: resume checkpoint has no {name!r}; delete it to start afresh")
-            if name == "trainer":
-                engine.state.epoch = int(state[name]["epoch"])
-                engine.state.iteration = int(state[name]["iteration"])
-            else:
-                obj = _unwrap(obj) if isinstance(obj, nn.Module) else obj
-                obj.load_state_dict(state[name])
+            obj = _unwrap(obj) if isinstance(obj, nn.Module) else obj
+            obj.load_state_dict(state[name])
+        engine.state.epoch = int(state["trainer"]["epoch"])
+        engine.state.iteration = int(state["trainer"]["iteration"])
         set_rng_state(state["rng"])
         logger.info("resumed from %s at epoch %d of %d", self.path, engine.state.epoch, engine.state.max_epochs)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,13 @@ logger = logging.getLogger(__name__)
 class BundlePredictor:
     """`predict((H, W, 3) uint8) -> (C,) probabilities | (H, W) uint8 labels` for one task bundle."""
 
-    def __init__(self, bundle_dir: str | Path, device: str | None = None, weights: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        device: str | None = None,
+        weights: str | Path | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
         meta_file = self.bundle_dir / "configs" / "metadata.json"
         config_file = self.bundle_dir / "configs" / "inference.json"
@@ -40,6 +47,8 @@ class BundlePredictor:
         parser = ConfigParser()
         parser.read_config(str(config_file))
         parser["bundle_root"] = str(self.bundle_dir)
+        for key, value in (overrides or {}).items():  # e.g. {"image_size": 64}, as `--image_size 64` on the CLI
+            parser[key] = value
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
         self.task: Task = get_task(parser["task"])

@@ -1,0 +1,169 @@
+"""Real `python -m monai.bundle run` of a classification and a segmentation bundle on a tiny phantom:
+train → resume → evaluate → infer → export, as a user runs them."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tinyusfm_monai.data.phantom import generate_task
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--image_size", "64", "--batch_size", "4", "--num_workers", "0"]
+pytestmark = pytest.mark.slow
+
+
+def bundle_run(configs, *args, cwd=None, check=True):
+    config = configs[0] if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), *map(str, args)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module", params=["busi_classification", "camus_segmentation"])
+def trained(request, tmp_path_factory):
+    """A copy of the bundle, trained for 2 epochs on a 64x64 phantom of its task."""
+    name = request.param
+    tmp = tmp_path_factory.mktemp(name)
+    bundle = tmp / name
+    shutil.copytree(ROOT / "bundles" / name, bundle)
+    data = tmp / "data"
+    generate_task(name, data, n_train=12, n_val=4, n_test=6, image_size=64, seed=1)
+    proc = bundle_run([bundle / "configs" / "train.json"], "--dataset_dir", data, "--max_epochs", 2, *TINY)
+    return name, bundle, data, proc.stdout + proc.stderr
+
+
+def test_training_writes_best_and_resume_checkpoints(trained):
+    name, bundle, _, log = trained
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "last.pt").is_file()
+    assert "Epoch[2] Metrics" in log and ("val_accuracy" in log or "val_mean_dice" in log)
+    last = torch.load(bundle / "models" / "last.pt", weights_only=True)
+    assert last["trainer"]["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "rng", "best_model"} <= set(last)
+
+
+def test_resume_continues_from_the_last_epoch(trained, tmp_path):
+    name, bundle, data, _ = trained
+    copy = tmp_path / name
+    shutil.copytree(bundle, copy)
+    proc = bundle_run([copy / "configs" / "train.json"], "--dataset_dir", data, "--max_epochs", 3, *TINY)
+    log = proc.stdout + proc.stderr
+    assert "resumed from" in log and "at epoch 2 of 3" in log
+    assert "Epoch[3] Metrics" in log and "Epoch[1] Metrics" not in log
+    assert torch.load(copy / "models" / "last.pt", weights_only=True)["trainer"]["epoch"] == 3
+
+
+def test_evaluate_writes_the_metric_report(trained):
+    name, bundle, data, _ = trained
+    cfg = bundle / "configs"
+    bundle_run([cfg / "train.json", cfg / "evaluate.json"], "--dataset_dir", data, *TINY)
+    metrics = json.loads((bundle / "eval" / "metrics.json").read_text())
+    assert metrics["num_images"] == 6
+    if name.endswith("classification"):
+        assert {"accuracy", "precision", "recall", "f1", "auc", "mcc", "balanced_accuracy"} <= set(metrics)
+        assert (bundle / "eval" / "confusion_matrix.png").is_file() and (bundle / "eval" / "roc.png").is_file()
+        cm = json.loads((bundle / "eval" / "confusion_matrix.json").read_text())["matrix"]
+        assert sum(map(sum, cm)) == 6
+    else:
+        assert {"dice", "iou", "hd95", "sensitivity", "specificity"} <= set(metrics)
+        assert set(metrics["per_class"]["dice"]) == {"left ventricle endocardium", "myocardium", "left atrium"}
+        assert (bundle / "eval" / "worst_cases.png").is_file() and (bundle / "eval" / "best_cases.png").is_file()
+    rows = list(csv.DictReader(open(bundle / "eval" / "per_image.csv")))
+    assert len(rows) == 6
+
+
+def test_inference_on_a_folder_keeps_original_sizes(trained, tmp_path):
+    name, bundle, data, _ = trained
+    images = tmp_path / "in"
+    images.mkdir()
+    src = sorted((data / "images").glob("test_*.png"))[:2]
+    for p in src:
+        shutil.copy(p, images / p.name)
+    Image.open(src[0]).resize((96, 80)).save(images / "odd.png")  # non-square, not the model size
+    out = tmp_path / "out"
+    bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64)
+    if name.endswith("classification"):
+        rows = list(csv.DictReader(open(out / "predictions.csv")))
+        assert len(rows) == 3 and {r["pred"] for r in rows} <= {"normal", "benign", "malignant"}
+        probs = np.array([[float(r[k]) for k in ("p_normal", "p_benign", "p_malignant")] for r in rows])
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    else:
+        mask = np.asarray(Image.open(out / "odd_seg.png"))
+        assert mask.shape == (80, 96) and mask.dtype == np.uint8 and mask.max() <= 3
+        assert np.asarray(Image.open(out / f"{src[0].stem}_seg.png")).shape == (64, 64)
+
+
+def test_bundle_predictor_matches_the_bundle_run(trained, tmp_path):
+    from tinyusfm_monai.bundle.predictor import BundlePredictor
+
+    name, bundle, data, _ = trained
+    img_path = sorted((data / "images").glob("test_*.png"))[0]
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(img_path, images / img_path.name)
+    out = tmp_path / "out"
+    bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64)
+    predictor = BundlePredictor(bundle, overrides={"image_size": 64})
+    pred = predictor.predict(np.asarray(Image.open(img_path)))
+    if name.endswith("classification"):
+        row = next(csv.DictReader(open(out / "predictions.csv")))
+        np.testing.assert_allclose(pred, [float(row[f"p_{c}"]) for c in predictor.task.labels], atol=1e-4)
+    else:
+        ref = np.asarray(Image.open(out / f"{img_path.stem}_seg.png"))
+        assert (pred == ref).mean() > 0.99
+
+
+def test_inference_without_weights_says_how_to_get_them(tmp_path):
+    bundle = tmp_path / "busi_classification"
+    shutil.copytree(ROOT / "bundles" / "busi_classification", bundle)
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(images / "a.png")
+    proc = bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, check=False)
+    assert proc.returncode != 0
+    assert "no trained weights" in proc.stderr and "configs/train.json" in proc.stderr
+    assert "large_files.yml" in proc.stderr
+    assert not (bundle / "eval" / "predictions.csv").exists()
+
+
+def test_model_zoo_checks_and_exports_agree(trained, tmp_path):
+    """verify_net_in_out, ckpt_export (TorchScript) and onnx_export, run from the bundle root as model-zoo does."""
+    import onnxruntime as ort
+
+    name, bundle, _, _ = trained
+    mz = [sys.executable, "-m", "monai.bundle"]
+    common = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
+    for cmd in (
+        mz + ["verify_net_in_out", "network_def", *common, "--image_size", "224"],
+        mz + ["ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
+              *common, "--image_size", "64", "--input_shape", "[1, 3, 64, 64]"],
+        mz + ["onnx_export", "network_def", "--filepath", "models/model.onnx", "--ckpt_file", "models/model.pt",
+              *common, "--image_size", "64", "--input_shape", "[1, 3, 64, 64]"],
+    ):
+        proc = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{cmd[3]} failed:\n{proc.stderr[-3000:]}"
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["image_size"] = 64
+    net = parser.get_parsed_content("network_def").eval()
+    net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        eager = net(x)
+    scripted = torch.jit.load(str(bundle / "models" / "model.ts"))
+    torch.testing.assert_close(scripted(x), eager, rtol=1e-4, atol=1e-4)
+    session = ort.InferenceSession(str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(onnx_out, eager.numpy(), rtol=1e-3, atol=1e-4)
