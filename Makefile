@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast system-deps clean
+.PHONY: demo test test-fast system-deps monailabel-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,16 @@ demo: $(STAMP)
 system-deps:
 	bash .ci/system-deps.sh
 
-test: $(STAMP) system-deps
+# The MONAI Label server test runs a real, unmodified monailabel 0.8.5 from its own venv (.venv-monailabel):
+# its pins (numpy<2, jsonschema<4, sam2) cannot share ours. Built once; rebuilt when pyproject.toml changes.
+monailabel-env: $(STAMP)
+	bash tinyusfm_monai/monailabel/setup_env.sh
+
+test: $(STAMP) system-deps monailabel-env
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-monailabel .pytest_cache

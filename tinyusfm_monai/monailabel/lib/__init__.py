@@ -1,0 +1,1 @@
+"""Infer/train tasks and label conventions of the TinyUSFM MONAI Label app."""
