@@ -62,7 +62,7 @@ def _real_ultrasound(folder: Path) -> list[Path]:
     return files
 
 
-def main(out: str = "runs/demo", epochs: int = 12, image_size: int = 64, fresh: bool = False) -> None:
+def main(out: str = "runs/demo", epochs: int = 15, image_size: int = 64, fresh: bool = False) -> None:
     """Fine-tune + evaluate two bundles on the phantom, then infer on real ultrasound DICOM."""
     from tinyusfm_monai.networks.profile import profile
 
@@ -74,9 +74,8 @@ def main(out: str = "runs/demo", epochs: int = 12, image_size: int = 64, fresh: 
         "image_size": image_size,
         "max_epochs": epochs,
         "warmup_epochs": 1,
-        # From scratch (no pretrained weights offline): a higher rate than fine-tuning's 1e-4, and no layer-wise
-        # decay, which only makes sense when the lower layers are already pretrained.
-        "learning_rate": 5e-4,
+        # From scratch (no pretrained weights offline): no layer-wise decay, which only makes sense when the
+        # lower layers are already pretrained. The learning rate stays the official 1e-4 (5e-4 learned worse).
         "layer_decay": 1.0,
         "batch_size": 16,
         "num_workers": 0,
