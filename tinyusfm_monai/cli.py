@@ -59,6 +59,7 @@ class CLI:
     phantom = _lazy("tinyusfm_monai.data.phantom:phantom_cli")
     demo = _lazy("tinyusfm_monai.demo:main")
     leaderboard = _lazy("tinyusfm_monai.evaluation.leaderboard:leaderboard")
+    export = _lazy("tinyusfm_monai.deploy.export:export")
     dicom = _Dicom
     bundles = _Bundles
 

@@ -62,16 +62,26 @@ def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str
 
 
 def resize_config(size: Size, with_label: bool = False) -> dict[str, Any]:
-    """Resize to the model's input; label maps with nearest neighbour so no new values appear."""
+    """Resize to the model's input; label maps with nearest neighbour so no new values appear.
+
+    `AntialiasResized` is MONAI's `Resized` with PIL-style anti-aliasing for the image (as the official
+    PIL resize, and ~5x faster than MONAI's Gaussian pre-filter on scanner-size frames).
+    """
     if with_label:
         return {
-            "_target_": "Resized",
+            "_target_": "tinyusfm_monai.data.resize.AntialiasResized",
             "keys": ["image", "label"],
             "spatial_size": [size, size],
             "mode": ["bilinear", "nearest"],
             "anti_aliasing": [True, False],
         }
-    return {"_target_": "Resized", "keys": "image", "spatial_size": [size, size], "mode": "bilinear", "anti_aliasing": True}
+    return {
+        "_target_": "tinyusfm_monai.data.resize.AntialiasResized",
+        "keys": "image",
+        "spatial_size": [size, size],
+        "mode": "bilinear",
+        "anti_aliasing": True,
+    }
 
 
 def normalise_config() -> list[dict[str, Any]]:

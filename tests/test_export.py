@@ -1,0 +1,134 @@
+"""ONNX / TorchScript export and INT8 quantisation agree with the eager model (64 x 64 inputs, CPU).
+
+Tolerances: fp32 ONNX and TorchScript are the same arithmetic up to kernel order, so logits agree to
+atol 1e-4. INT8 dynamic quantisation rounds weights and activations, so only bounded logit error and
+argmax agreement are asserted; the accuracy change on a trained model is measured in
+`benchmarks/int8_accuracy.py` (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tinyusfm_monai.deploy import configure_threads, export_onnx, onnx_session, physical_cores
+from tinyusfm_monai.deploy import quantize_linear_dynamic, quantize_onnx_int8
+from tinyusfm_monai.deploy.onnx import run_onnx
+from tinyusfm_monai.networks import TinyUSFM, USFM, ViTSegmenter
+
+pytest.importorskip("onnxruntime")
+
+SIZE = 64
+FP32_ATOL = 1e-4
+INT8_MAX_LOGIT_ERR = 0.1  # random-init logits are O(1); int8 error measured ~1e-2
+INT8_MIN_AGREEMENT = 0.9
+
+
+def _inputs(n: int = 8) -> torch.Tensor:
+    return torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def _eager(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return model(x).numpy()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TinyUSFM(num_classes=4, img_size=SIZE),
+        lambda: ViTSegmenter("tinyusfm", num_classes=3, img_size=SIZE),
+        lambda: USFM(num_classes=4, img_size=SIZE),
+    ],
+    ids=["tinyusfm-cls", "tinyusfm-seg", "usfm-cls"],
+)
+def test_onnx_fp32_matches_eager(build, tmp_path):
+    model = build().eval()
+    path = export_onnx(model, tmp_path / "m.onnx", image_size=SIZE)
+    x = _inputs()
+    out = run_onnx(onnx_session(path, threads=1), x)  # dynamic batch axis: exported at 1, run at 8
+    np.testing.assert_allclose(out, _eager(model, x), atol=FP32_ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seg", [False, True], ids=["cls", "seg"])
+def test_onnx_int8_agrees_with_eager(seg, tmp_path):
+    model = ViTSegmenter("tinyusfm", num_classes=3, img_size=SIZE) if seg else TinyUSFM(num_classes=4, img_size=SIZE)
+    model.eval()
+    fp32 = export_onnx(model, tmp_path / "m.onnx", image_size=SIZE)
+    int8 = quantize_onnx_int8(fp32, tmp_path / "m_int8.onnx")
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size  # the Linear weights really are int8 now
+    x = _inputs()
+    out, ref = run_onnx(onnx_session(int8, threads=1), x), _eager(model, x)
+    assert np.isfinite(out).all()
+    assert np.abs(out - ref).max() < INT8_MAX_LOGIT_ERR
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= INT8_MIN_AGREEMENT
+
+
+def test_torch_int8_agrees_with_eager():
+    model = TinyUSFM(num_classes=4, img_size=SIZE).eval()
+    q = quantize_linear_dynamic(model)
+    assert any("quantized" in type(m).__module__ for m in q.modules())
+    assert not any("quantized" in type(m).__module__ for m in model.modules())  # the original is untouched
+    x = _inputs()
+    out, ref = _eager(q, x), _eager(model, x)
+    assert np.abs(out - ref).max() < INT8_MAX_LOGIT_ERR
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= INT8_MIN_AGREEMENT
+
+
+def test_threads():
+    assert 1 <= physical_cores() <= (torch.get_num_threads() and __import__("os").cpu_count())
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_plain_tensor_inferer_keeps_metadata():
+    from monai.data import MetaTensor
+    from monai.inferers import SimpleInferer
+
+    from tinyusfm_monai.deploy.inferer import PlainTensorInferer
+
+    seen = []
+
+    def net(x):
+        seen.append(type(x))
+        return x * 2
+
+    x = MetaTensor(torch.ones(1, 3, 4, 4), meta={"filename_or_obj": "a.png"})
+    out = PlainTensorInferer()(x, net)
+    assert seen == [torch.Tensor]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.png"
+    torch.testing.assert_close(out.as_tensor(), SimpleInferer()(x, net).as_tensor())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,int8", [("onnx", False), ("onnx", True), ("torchscript", False)])
+def test_export_command_on_a_bundle(fmt, int8, tmp_path):
+    """`tinyusfm-monai export` on a copy of a real bundle (64 x 64, random-init model.pt)."""
+    import shutil
+    from pathlib import Path
+
+    from tinyusfm_monai.deploy.export import export, load_bundle_network
+
+    src = Path(__file__).resolve().parents[1] / "bundles" / "busi_segmentation"
+    bundle = tmp_path / "b"
+    shutil.copytree(src / "configs", bundle / "configs")
+    (bundle / "models").mkdir()
+    torch.save(ViTSegmenter("tinyusfm", num_classes=2, img_size=SIZE).state_dict(), bundle / "models" / "model.pt")
+    out = Path(export(str(bundle), format=fmt, int8=int8, image_size=SIZE))
+    assert out.is_file() and out.parent == bundle / "models"
+    network, _ = load_bundle_network(bundle, image_size=SIZE)
+    x = _inputs(2)
+    ref = _eager(network, x)
+    if fmt == "onnx":
+        got = run_onnx(onnx_session(out, threads=1), x)
+    else:
+        with torch.inference_mode():
+            got = torch.jit.load(str(out)).eval()(x).numpy()
+    if int8:
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= INT8_MIN_AGREEMENT
+    else:
+        np.testing.assert_allclose(got, ref, atol=FP32_ATOL, rtol=1e-4)

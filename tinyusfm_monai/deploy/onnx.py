@@ -1,0 +1,94 @@
+"""ONNX export, ONNX Runtime sessions and ONNX Runtime INT8 dynamic quantisation.
+
+Export uses the TorchScript-based exporter (`dynamo=False`): the networks are written to be
+scriptable/traceable, it needs no extra packages, and it exports both backbones and the FPN
+segmenter with a dynamic batch axis in seconds. Height and width are fixed at export time (the
+position embedding / relative-position tables are built for one grid).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+# Dynamic quantisation of MatMul/Gemm only: ConvInteger has no fast CPU kernel in ONNX Runtime and the
+# convolutions carry <5 % of a ViT's FLOPs.
+INT8_OP_TYPES = ("MatMul", "Gemm")
+
+
+def export_onnx(
+    model: nn.Module, path: str | Path, image_size: int = 224, in_chans: int = 3, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Write `model` (eval mode, fp32, CPU) as ONNX with input `image` (B, C, S, S) and output `logits`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().to("cpu")
+    example = torch.zeros(1, in_chans, image_size, image_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
+
+
+def quantize_onnx_int8(src: str | Path, dst: str | Path, op_types: tuple[str, ...] = INT8_OP_TYPES) -> Path:
+    """INT8 dynamic quantisation (int8 weights per channel, uint8 activations) of MatMul/Gemm in an ONNX model."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs "consider pre-processing" at WARNING on the root logger
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            op_types_to_quantize=list(op_types),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        root.setLevel(level)
+    return dst
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """A CPU `InferenceSession`, full graph optimisation, `threads` intra-op threads (default: physical cores)."""
+    import onnxruntime as ort
+
+    from .threads import physical_cores
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: Any, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Logits for a (B, C, H, W) float32 batch."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.detach().cpu().numpy()
+    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
