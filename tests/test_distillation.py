@@ -1,0 +1,330 @@
+"""Unit tests of the distillation components (tiny sizes, seconds)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tinyusfm_monai.distillation import coreset as cs
+from tinyusfm_monai.distillation.consistency import ConsistencyWeighting
+from tinyusfm_monai.distillation.engine import TrainingState, loss_terms
+from tinyusfm_monai.distillation.features import FeatureStore, extract_features
+from tinyusfm_monai.distillation.losses import DistillationLoss, patchify
+from tinyusfm_monai.distillation.masks import DomainMasker, FrequencyMask, SpatialMask, build_masker
+from tinyusfm_monai.distillation.model import DistillationModel, FrozenTeacher
+from tinyusfm_monai.distillation.pool import (
+    build_manifest,
+    build_pool_transform,
+    manifest_datalist,
+    pool_transform_config,
+)
+from tinyusfm_monai.distillation.quality import per_sample_head_grad_norm, quality_scores
+from tinyusfm_monai.networks import TinyUSFM, VisionTransformer
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "tinyusfm_distillation"
+
+
+def tiny_teacher(img: int = 32) -> VisionTransformer:
+    """USFM architecture (q/v bias, relative position bias, layer scale) at a fraction of the width."""
+    return VisionTransformer(img_size=img, embed_dim=48, depth=12, num_heads=12, qv_bias=True, use_abs_pos_emb=False,
+                             use_rel_pos_bias=True, init_values=0.1)
+
+
+def write_pngs(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"img_{i:03d}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size + 8), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+# ---- masks ---------------------------------------------------------------------------------------------------
+
+
+def test_spatial_mask_ratio_and_fill():
+    x = torch.randn(3, 3, 64, 64)
+    masked, mask = SpatialMask(patch_size=16, ratio=0.5, fill="zero")(x)
+    assert mask.shape == (3, 4, 4) and mask.flatten(1).sum(1).tolist() == [8, 8, 8]
+    pixel = mask.repeat_interleave(16, 1).repeat_interleave(16, 2).unsqueeze(1).expand_as(x)
+    assert torch.equal(masked[~pixel], x[~pixel]) and torch.all(masked[pixel] == 0)
+    with pytest.raises(ValueError):
+        SpatialMask(fill="blur")
+
+
+def test_frequency_mask_stops_rings_keeps_mean():
+    x = torch.randn(2, 3, 32, 32)
+    fm = FrequencyMask(num_bands=4, ratio=0.5)
+    out, stop = fm(x)
+    assert stop.shape == (2, 32, 32) and not stop[:, 0, 0].any()
+    assert torch.allclose(out.mean((2, 3)), x.mean((2, 3)), atol=1e-5)  # DC kept
+    spectrum = torch.fft.fft2(out)
+    assert spectrum.abs()[stop.unsqueeze(1).expand_as(spectrum)].max() < 1e-3  # stopped bins are empty
+    # explicit band: everything above half Nyquist removed = a low-pass image
+    low, stop = FrequencyMask(bands=[[0.5, 2.0]])(x)
+    assert stop[0].equal(stop[1]) and (low - x).abs().mean() > 0
+
+
+def test_masker_ablations():
+    assert build_masker(True, False).views == ["spatial"]
+    assert build_masker(False, True).views == ["frequency"]
+    with pytest.raises(ValueError):
+        build_masker(False, False)
+    views = DomainMasker(SpatialMask(), FrequencyMask())(torch.randn(2, 3, 32, 32))
+    assert set(views) == {"spatial", "frequency"}
+
+
+# ---- consistency ---------------------------------------------------------------------------------------------
+
+
+def test_consistency_weights_and_schedule():
+    cw = ConsistencyWeighting(schedule="constant", mapping="softmax", temperature=0.1)
+    h = torch.randn(4, 5, 8)
+    same = cw(h, h.clone(), 0.5)
+    assert torch.allclose(same, torch.ones(4))  # identical views: uniform
+    other = h.clone()
+    other[0] = -other[0]  # image 0: the two views disagree
+    w = cw(h, other, 0.5)
+    assert w[0] < w[1:].min() and torch.isclose(w.mean(), torch.tensor(1.0))
+    assert ConsistencyWeighting(enabled=False)(h, other, 0.5) is None
+    assert cw(h, None, 0.5) is None  # single-view ablation: no weighting possible
+    ramp = ConsistencyWeighting(schedule="linear", ramp_fraction=0.5)
+    assert ramp.strength(0.0) == 0 and ramp.strength(0.25) == 0.5 and ramp.strength(0.9) == 1
+    assert torch.allclose(ramp(h, other, 0.0), torch.ones(4))  # start of training: uniform
+    assert ConsistencyWeighting(granularity="token")(h, other, 1.0).shape == (4, 4)
+
+
+# ---- losses / model ------------------------------------------------------------------------------------------
+
+
+def test_patchify_matches_token_order():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    p = patchify(x, 16)
+    assert p.shape == (2, 4, 16 * 16 * 3)
+    # token 1 = top-right patch (row-major, as the ViT flattens its patch grid)
+    assert torch.equal(p[0, 1].view(16, 16, 3).permute(2, 0, 1), x[0, :, :16, 16:])
+
+
+@pytest.fixture
+def teacher():
+    return FrozenTeacher(tiny_teacher(), None, feature_layers=[3, 11], attn_layers=[11])
+
+
+def test_frozen_teacher_is_frozen_and_loud(caplog):
+    with caplog.at_level(logging.WARNING):
+        t = FrozenTeacher(tiny_teacher(), None, feature_layers=[3], attn_layers=[11])
+    assert "NO TEACHER WEIGHTS" in caplog.text and not t.pretrained
+    assert not t.network.training and all(not p.requires_grad for p in t.network.parameters())
+    t.network.train()
+    out = t(torch.randn(2, 3, 32, 32))
+    assert not t.network.training and not out["final"].requires_grad
+    assert out["features"][0].shape == (2, 5, 48) and out["attn"][0].shape == (2, 12, 5, 5)
+
+
+def test_teacher_loads_weights(tmp_path):
+    src = tiny_teacher()
+    torch.save(src.state_dict(), tmp_path / "t.pth")
+    t = FrozenTeacher(tiny_teacher(), str(tmp_path / "t.pth"))
+    assert t.pretrained and torch.equal(t.network.blocks[0].attn.q_bias, src.blocks[0].attn.q_bias)
+
+
+def test_distillation_model_and_loss(teacher):
+    student = TinyUSFM(img_size=32)
+    model = DistillationModel(student, teacher, student_layers=[3, 11], student_attn_layers=[11])
+    x = torch.randn(2, 3, 32, 32)
+    views = DomainMasker(SpatialMask(), FrequencyMask())(x)
+    stacked = torch.cat([views["spatial"][0], views["frequency"][0]])
+    s, t = model(stacked), teacher(stacked)
+    assert s["features"][0].shape == (4, 5, 48) and s["recon"].shape == (4, 4, 768)
+    loss = DistillationLoss()
+    masks = {k: v[1] for k, v in views.items()}
+    terms = loss(s, t, x, ["spatial", "frequency"], masks, None)
+    assert set(terms) == {"loss", "feature", "attn", "recon"} and all(torch.isfinite(v) for v in terms.values())
+    terms["loss"].backward()
+    assert student.patch_embed.proj.weight.grad is not None
+    assert all(p.grad is None for p in teacher.network.parameters())
+    weighted = loss(s, t, x, ["spatial", "frequency"], masks, torch.tensor([2.0, 0.0]))
+    assert not torch.isclose(weighted["feature"], terms["feature"])
+    assert torch.isclose(weighted["recon"], terms["recon"])  # reconstruction is never teacher-weighted
+
+
+def test_components_switch_off(teacher):
+    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11], feature_weight=0, attn_weight=0,
+                              recon_weight=1)
+    assert len(model.projectors) == 0 and len(model.attn_adapters) == 0 and model.decoder is not None
+    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11], recon_weight=0)
+    assert model.decoder is None
+    with pytest.raises(ValueError):
+        DistillationModel(TinyUSFM(img_size=32), teacher, [3], [11])  # 1 student layer vs 2 teacher layers
+
+
+# ---- pool ----------------------------------------------------------------------------------------------------
+
+
+def test_manifest_lists_unreadable_and_cine_frames(tmp_path):
+    write_pngs(tmp_path / "pool" / "a", 3)
+    (tmp_path / "pool" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tmp_path / "pool" / "notes.txt").write_text("not an image")
+    from pydicom.data import get_testdata_file
+
+    cine = Path(get_testdata_file("examples_ybr_color.dcm", download=False))  # 30-frame ultrasound cine
+    (tmp_path / "pool" / "cine.dcm").write_bytes(cine.read_bytes())
+    m = json.loads(build_manifest([tmp_path / "pool"], tmp_path / "m.json").read_text())
+    assert m["num_samples"] == 3 + 30
+    assert {Path(u["path"]).name for u in m["unreadable"]} == {"broken.png", "notes.txt"}
+    frames = [s for s in m["training"] if s["image"].endswith("cine.dcm")]
+    assert [s["frame"] for s in frames] == list(range(30)) and len({s["sha256"] for s in frames}) == 30
+    items = manifest_datalist(tmp_path / "m.json")
+    t = build_pool_transform(32)
+    png, frame = t(items[0]), t(frames[5] | {"frame": 5})
+    assert png["image"].shape == (3, 32, 32) and frame["image"].shape == (3, 32, 32)
+    assert not torch.equal(t(frames[0] | {"frame": 0})["image"], frame["image"])
+
+
+def test_bundle_preprocessing_is_the_shared_pipeline():
+    """The JSON transform lists and `pool_transform_config` must not drift apart."""
+    expected = pool_transform_config("@image_size")
+    for name in ("train.json", "coreset.json"):
+        cfg = json.loads((BUNDLE / "configs" / name).read_text())
+        section = cfg["train"] if name == "train.json" else cfg["coreset"]
+        assert section["preprocessing"]["transforms"] == expected, name
+
+
+# ---- features / coreset / quality ----------------------------------------------------------------------------
+
+
+def _embed(x: torch.Tensor) -> torch.Tensor:
+    return x.mean((2, 3)).repeat(1, 4)  # (B, 12), a deterministic stand-in for the teacher
+
+
+def test_feature_shards_resume_and_ranks(tmp_path):
+    write_pngs(tmp_path / "imgs", 7)
+    manifest = json.loads(build_manifest([tmp_path / "imgs"], tmp_path / "m.json").read_text())
+    items = manifest_datalist(tmp_path / "m.json")
+    t = build_pool_transform(32)
+    store = FeatureStore(tmp_path / "feat")
+    r1 = extract_features(items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=1,
+                          world_size=2)
+    assert r1["computed"] == 3 and store.missing() == [0, 2]  # rank 1 owns shard 1 only
+    r0 = extract_features(items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=0,
+                          world_size=2)
+    assert r0["computed"] == 4 and store.missing() == []
+    again = extract_features(items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3,
+                             rank=0, world_size=1)
+    assert again["computed"] == 0 and again["skipped"] == 7  # resumed: nothing recomputed
+    full = store.read(0, 7)
+    direct = torch.cat([_embed(t(it)["image"][None]) for it in items]).numpy()
+    assert np.allclose(full, direct, atol=1e-2)  # float16 storage
+    with pytest.raises(ValueError):
+        extract_features(items, "another-pool", _embed, 12, store, t, shard_size=3)
+
+
+def _synthetic_store(tmp_path: Path, sizes=(60, 30, 6), dim=8, seed=0) -> tuple[FeatureStore, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim)) * 10
+    x = np.concatenate([c + rng.normal(size=(n, dim)) for c, n in zip(centres, sizes)]).astype(np.float32)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    store = FeatureStore(tmp_path / "syn")
+    store.init("syn", len(x), dim, 40, "float32")
+    for i, (s, e) in enumerate(store.ranges()):
+        np.save(store.shard_path(i), x[s:e])
+        store.done_path(i).write_text("{}")
+    return store, truth
+
+
+def test_kmeans_quotas_and_strategies(tmp_path):
+    store, truth = _synthetic_store(tmp_path)
+    centres = cs.kmeans(store, 3, iters=20, normalize=False, chunk_rows=32)
+    labels, dists = cs.assign(store, centres, normalize=False, chunk_rows=32)
+    # clusters recovered up to relabelling
+    assert all(len(set(labels[truth == c])) == 1 for c in range(3)) and len(set(labels)) == 3
+    quotas = cs.cluster_quotas(np.array([60, 30, 6]), 10, min_per_cluster=2)
+    assert quotas.sum() == 10 and quotas.min() >= 2
+    quality = np.random.default_rng(1).normal(size=len(truth)).astype(np.float32)
+    for strategy in cs.STRATEGIES:
+        sel = cs.select(strategy, len(truth), 0.1, labels, dists, quality, min_per_cluster=1)
+        assert len(sel.selected) == 10 == sel.budget and len(set(sel.selected.tolist())) == 10
+        if strategy in ("distance", "dual"):
+            assert set(truth[sel.selected]) == {0, 1, 2}  # the 6-sample cluster stays covered
+    # distance strategy takes the samples closest to their centre
+    sel = cs.select("distance", len(truth), 0.1, labels, dists, None)
+    in_small = sel.selected[truth[sel.selected] == 2]
+    assert dists[in_small].max() <= np.sort(dists[truth == 2])[len(in_small) - 1]
+    with pytest.raises(ValueError):
+        cs.select("dual", len(truth), 0.1, labels, dists, None)
+    assert cs.resolve_budget(0.1, 1000) == 100 and cs.resolve_budget(25, 1000) == 25
+
+
+def test_percentile_rank_within_groups():
+    score = np.array([3.0, 1.0, 2.0, 10.0, 5.0])
+    groups = np.array([0, 0, 0, 1, 1])
+    assert cs.percentile_rank(score, groups).tolist() == pytest.approx([2 / 3, 0, 1 / 3, 0.5, 0.0])
+    assert cs.percentile_rank(score, None, ascending=False)[3] == 0
+
+
+def test_head_gradient_norm_is_exact():
+    head = torch.nn.Linear(6, 4)
+    h, t = torch.randn(3, 6), torch.randn(3, 4)
+    y = head(h)
+    closed = per_sample_head_grad_norm(h, y, t)
+    for i in range(3):
+        head.zero_grad()
+        (head(h[i:i + 1]) - t[i:i + 1]).pow(2).mean().backward()
+        g = torch.cat([head.weight.grad.flatten(), head.bias.grad])
+        assert torch.isclose(closed[i], g.norm(), rtol=1e-4)
+
+
+def test_quality_prefers_high_and_stable():
+    grads = np.array([
+        [2.0, 2.0, 2.0],  # high, stable
+        [1.0, 1.0, 1.0],  # mid, stable
+        [3.0, 0.2, 3.0],  # oscillating
+        [0.1, 0.1, 0.1],  # low
+    ] + [[1.0, 1.0, 1.0]] * 5, dtype=np.float32)
+    q = quality_scores(grads)
+    assert np.argsort(-q[:4]).tolist() == [0, 1, 3, 2] or (q[0] > q[1] > max(q[2], q[3]))
+
+
+def test_write_outputs(tmp_path):
+    samples = [{"image": f"/x/{i}.png", "frame": -1} for i in range(20)]
+    labels = np.repeat([0, 1], 10).astype(np.int32)
+    d = np.linspace(0, 1, 20).astype(np.float32)
+    sel = cs.select("dual", 20, 0.25, labels, d, -d)
+    files = cs.write_outputs(tmp_path, sel, samples, {"pool_hash": "h"})
+    dl = json.loads(Path(files["datalist"]).read_text())
+    assert len(dl["training"]) == 5 and dl["strategy"] == "dual"
+    rows = Path(files["csv"]).read_text().splitlines()
+    assert len(rows) == 21 and rows[0].startswith("index,image,frame,cluster,distance")
+    assert Image.open(files["plot"]).size[0] == 640
+
+
+# ---- engine --------------------------------------------------------------------------------------------------
+
+
+def test_training_state_restores_every_rng(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    state = TrainingState()
+    torch.save(state.state_dict(), tmp_path / "s.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
+    state.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_loss_terms_transform():
+    out = {"loss": torch.tensor(1.5), "feature": torch.tensor(1.0), "image": torch.zeros(1), "recon": None}
+    assert loss_terms(out) == {"loss": 1.5, "feature": 1.0}

@@ -1,0 +1,261 @@
+"""The unlabelled pool: a manifest of every sample (image file or one frame of a DICOM cine) with a content hash.
+
+Why a manifest: coreset scoring runs for hours on millions of samples and is resumed and sharded by row index,
+so the sample order must be fixed and verifiable. The content hash lets a resumed or sharded run detect that the
+pool changed under it, and unreadable files are listed (with the reason) instead of crashing a long job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+MANIFEST_VERSION = 1
+
+
+def _file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _image_samples(path: Path, digest: str) -> list[dict[str, Any]]:
+    from PIL import Image
+
+    with Image.open(path) as im:  # header + decode check: truncated files fail here, not in hour 3 of scoring
+        im.load()
+        if im.width < 1 or im.height < 1:
+            raise ValueError("empty image")
+    return [{"image": str(path), "frame": -1, "sha256": digest}]
+
+
+def _dicom_samples(path: Path, digest: str) -> list[dict[str, Any]]:
+    from tinyusfm_monai.dicom.read import check_ultrasound, read_dataset
+
+    ds = read_dataset(path, pixels=False)
+    check_ultrasound(path, ds)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    # a cine frame is a sample: its hash is the file hash plus the frame index, so it is unique and stable
+    return [
+        {"image": str(path), "frame": i, "sha256": hashlib.sha256(f"{digest}:{i}".encode()).hexdigest()}
+        for i in range(n)
+    ]
+
+
+def _candidate_files(source: Path) -> list[Path]:
+    if source.is_file():
+        if source.suffix.lower() == ".json":
+            return _datalist_files(source)
+        return [source]
+    files = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if name.startswith(".") or name.upper() == "DICOMDIR" or p.suffix.lower() == ".json":
+                continue
+            files.append(p)
+    return files
+
+
+def _datalist_files(datalist: Path) -> list[Path]:
+    data = json.loads(datalist.read_text())
+    items = data.get("training", data) if isinstance(data, dict) else data
+    files = []
+    for item in items:
+        rel = item["image"] if isinstance(item, Mapping) else item
+        p = Path(rel)
+        files.append(p if p.is_absolute() else datalist.parent / p)
+    return files
+
+
+def build_manifest(sources: Sequence[str | os.PathLike] | str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Scan folders / files / datalist JSONs and write the pool manifest (JSON) atomically.
+
+    Manifest keys: `training` (one entry per sample: image, frame (-1 for 2D files), sha256), `unreadable`
+    (path + reason, skipped), `sources`, `pool_hash` (hash of the ordered sample hashes; identifies the pool).
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    samples: list[dict[str, Any]] = []
+    unreadable: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for source in sources:
+        source = Path(source)
+        if not source.exists():
+            raise FileNotFoundError(f"pool source {source} does not exist")
+        for path in _candidate_files(source):
+            key = str(path.resolve())
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                digest = _file_hash(path)
+                samples.extend(_dicom_samples(path, digest) if _is_dicom(path) else _image_samples(path, digest))
+            except Exception as exc:  # any decoder error: list and skip, never abort a pool scan
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                unreadable.append({"path": str(path), "reason": reason})
+    if unreadable:
+        logger.warning("pool: %d unreadable files skipped (listed in the manifest), e.g. %s", len(unreadable),
+                       unreadable[0])
+    pool_hash = hashlib.sha256("".join(s["sha256"] for s in samples).encode()).hexdigest()
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "sources": [str(Path(s)) for s in sources],
+        "num_samples": len(samples),
+        "pool_hash": pool_hash,
+        "training": samples,
+        "unreadable": unreadable,
+    }
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out)
+    logger.info("pool manifest %s: %d samples, %d unreadable", out, len(samples), len(unreadable))
+    return out
+
+
+def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def ensure_manifest(sources: Sequence[str | os.PathLike] | str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Reuse an existing manifest built from the same sources (scanning millions of files is not free)."""
+    out = Path(out_path)
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if out.is_file():
+        try:
+            if load_manifest(out).get("sources") == [str(Path(s)) for s in sources]:
+                return out
+        except (json.JSONDecodeError, OSError):
+            pass
+    return build_manifest(sources, out)
+
+
+def prepare_pool(
+    dataset_dir: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    phantom_pool_size: int = 0,
+    phantom_image_size: int = 224,
+    seed: int = 0,
+) -> Path:
+    """Pool for the bundles; returns the manifest path.
+
+    `phantom_pool_size > 0`: the embedded ultrasound phantom pool, generated once and cached under
+    `dataset_dir` (so the bundle runs with no data at all). `phantom_pool_size = 0`: `dataset_dir` is the real
+    pool (folders of PNG/JPG, ultrasound DICOM incl. cine, or a datalist JSON file).
+    """
+    if phantom_pool_size > 0:
+        from tinyusfm_monai.data.phantom import ensure_pool
+
+        source = ensure_pool(cache_dir=dataset_dir, n=phantom_pool_size, image_size=phantom_image_size, seed=seed)
+        logger.info("pool: embedded ultrasound phantom, %d images (%s)", phantom_pool_size, source)
+    else:
+        source = Path(dataset_dir)
+    return ensure_manifest([source], manifest_path)
+
+
+def manifest_datalist(manifest_path: str | os.PathLike, datalist: str | os.PathLike | None = None) -> list[dict]:
+    """Training items: the whole pool, or a coreset datalist (as written by `coreset.select`) when given."""
+    if datalist:
+        data = json.loads(Path(datalist).read_text())
+        items = data["training"] if isinstance(data, dict) else data
+    else:
+        items = load_manifest(manifest_path)["training"]
+    return [{"image": it["image"], "frame": int(it.get("frame", -1))} for it in items]
+
+
+def read_sample(path: str, frame: int = -1) -> np.ndarray:
+    """One pool sample as a channel-first uint8 RGB array (3, H, W), rows = image height (official orientation).
+
+    2D files go through PIL `convert("RGB")` (as the official pipeline); DICOM frames through the project's
+    ultrasound DICOM decoder, cropped to the tissue region of the Sequence of Ultrasound Regions.
+    """
+    p = Path(path)
+    if frame >= 0 or _is_dicom(p):
+        from tinyusfm_monai.dicom.read import read_ultrasound
+
+        index = max(frame, 0)
+        image = read_ultrasound(p, lambda n: [min(index, n - 1)])
+        array = image.cropped(0)
+    else:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            array = np.asarray(im.convert("RGB"))
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+class LoadPoolImaged(MapTransform):
+    """Load a pool sample (`image` path + `frame`) as a (3, H, W) float array in [0, 255]; the rest of the
+    pipeline is the shared `image_intensity_config` (RGB, [0, 1], resize, ImageNet normalisation)."""
+
+    def __init__(self, keys: KeysCollection = "image", frame_key: str = "frame", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.frame_key = frame_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        frame = int(d.get(self.frame_key, -1))
+        for key in self.key_iterator(d):
+            d[key] = read_sample(str(d[key]), frame).astype(np.float32)
+        return d
+
+
+def pool_transform_config(image_size: int | str = 224, key: str = "image") -> list[dict[str, Any]]:
+    """Deterministic pool preprocessing (config dicts): our sample loader, then the project's shared pipeline
+    (`tinyusfm_monai.data.transforms`: RGB, [0, 1], resize, ImageNet normalisation) minus its file reader.
+
+    `image_size` may be a config reference ("@image_size"); the bundle JSON lists are tested to equal this.
+    """
+    from tinyusfm_monai.data.transforms import load_config, normalise_config, resize_config
+
+    after_reading = [t for t in load_config([key]) if t["_target_"] not in ("LoadImaged", "EnsureChannelFirstd")]
+    return (
+        [{"_target_": "tinyusfm_monai.distillation.pool.LoadPoolImaged", "keys": key}]
+        + after_reading
+        + [resize_config(image_size)]
+        + normalise_config()
+    )
+
+
+def build_pool_transform(image_size: int = 224, key: str = "image"):
+    """Instantiate `pool_transform_config` as a MONAI Compose (the config files name the same components)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"t": {"_target_": "Compose", "transforms": pool_transform_config(image_size, key)}})
+    return parser.get_parsed_content("t")
+
+
+def iter_rows(items: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
+    for i, it in enumerate(items):
+        yield {"image": it["image"], "frame": int(it.get("frame", -1)), "index": i}
