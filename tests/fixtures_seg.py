@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from fixtures_raw import save
 from PIL import Image
 
 H, W = 48, 64
@@ -62,12 +63,6 @@ def triangle(points: list[tuple[int, int]]) -> np.ndarray:
     canvas = Image.new("L", (W, H), 0)
     ImageDraw.Draw(canvas).polygon(points, fill=1, outline=1)
     return np.asarray(canvas).copy()
-
-
-def save(array: np.ndarray, path: Path, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, **kwargs)
-    return path
 
 
 def corrupt(path: Path) -> Path:

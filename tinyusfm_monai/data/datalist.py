@@ -59,24 +59,15 @@ def task_datalist(task: str, dataset_dir: str | None, split: str) -> list[dict[s
 
 def list_images(folder: str | Path) -> list[dict[str, str]]:
     """Every image file below `folder`, sorted, as `{"image": path}` items."""
+    from tinyusfm_monai.dicom.reader import looks_like_dicom
+
     folder = Path(folder).expanduser()
     files = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and (p.name.lower().endswith(IMAGE_SUFFIXES) or _looks_like_dicom(p))
+        if p.is_file() and (p.name.lower().endswith(IMAGE_SUFFIXES) or (not p.suffix and looks_like_dicom(p)))
     )
     return [{"image": str(p)} for p in files]
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    """DICOM files from scanners and PACS often have no suffix; the 'DICM' preamble marker tells."""
-    if path.suffix:
-        return False
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
 
 
 def inference_datalist(task: str, dataset_dir: str | None) -> list[dict[str, Any]]:

@@ -32,7 +32,8 @@ from tinyusfm_monai.dicom.read import read_ultrasound
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", "")
 
 
-def _looks_like_dicom(path: str | os.PathLike) -> bool:
+def looks_like_dicom(path: str | os.PathLike) -> bool:
+    """DICOM files from scanners and PACS often have no suffix; the 'DICM' preamble marker tells."""
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
@@ -60,7 +61,7 @@ class UltrasoundDicomReader(ImageReader):
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         return all(
-            Path(f).suffix.lower() in DICOM_SUFFIXES or _looks_like_dicom(f) for f in ensure_tuple(filename)
+            Path(f).suffix.lower() in DICOM_SUFFIXES or looks_like_dicom(f) for f in ensure_tuple(filename)
         )
 
     def _policy(self):
