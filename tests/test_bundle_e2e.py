@@ -103,6 +103,29 @@ def test_inference_on_a_folder_keeps_original_sizes(trained, tmp_path):
         assert np.asarray(Image.open(out / f"{src[0].stem}_seg.png")).shape == (64, 64)
 
 
+def test_inference_skips_bad_files_and_batches_mixed_formats(trained, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    name, bundle, data, _ = trained
+    images = tmp_path / "in"
+    images.mkdir()
+    good = sorted((data / "images").glob("test_*.png"))[0]
+    shutil.copy(good, images / "a_good.png")
+    (images / "b_truncated.png").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    shutil.copy(get_testdata_file("CT_small.dcm"), images / "c_ct.dcm")
+    shutil.copy(get_testdata_file("examples_palette.dcm"), images / "d_us.dcm")
+    out = tmp_path / "out"
+    proc = bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out,
+                      "--image_size", 64, "--batch_size", 2)
+    log = proc.stdout + proc.stderr
+    assert "skipped" in log and "b_truncated.png" in log and "c_ct.dcm: DicomInputError" in log
+    if name.endswith("classification"):
+        rows = list(csv.DictReader(open(out / "predictions.csv")))
+        assert [Path(r["image"]).name for r in rows] == ["a_good.png", "d_us.dcm"]
+    else:
+        assert sorted(p.name for p in out.glob("*_seg.png")) == ["a_good_seg.png", "d_us_seg.png"]
+
+
 def test_bundle_predictor_matches_the_bundle_run(trained, tmp_path):
     from tinyusfm_monai.bundle.predictor import BundlePredictor
 
@@ -121,6 +144,31 @@ def test_bundle_predictor_matches_the_bundle_run(trained, tmp_path):
     else:
         ref = np.asarray(Image.open(out / f"{img_path.stem}_seg.png"))
         assert (pred == ref).mean() > 0.99
+
+
+def test_onnx_overlay_gives_the_eager_results(trained, tmp_path):
+    """`tinyusfm-monai export` then inference.json + inference_onnx.json = inference.json alone."""
+    name, bundle, data, _ = trained
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in sorted((data / "images").glob("test_*.png"))[:3]:
+        shutil.copy(p, images / p.name)
+    cli = [sys.executable, "-m", "tinyusfm_monai.cli", "export", "--bundle", str(bundle), "--format", "onnx",
+           "--image_size", "64"]
+    subprocess.run(cli, check=True, capture_output=True, timeout=600)
+    cfg = bundle / "configs"
+    eager, onnx = tmp_path / "eager", tmp_path / "onnx"
+    bundle_run([cfg / "inference.json"], "--dataset_dir", images, "--output_dir", eager, "--image_size", 64)
+    bundle_run([cfg / "inference.json", cfg / "inference_onnx.json"], "--dataset_dir", images, "--output_dir", onnx,
+               "--image_size", 64)
+    if name.endswith("classification"):
+        read = lambda d: np.array([[float(v) for k, v in r.items() if k.startswith("p_")]  # noqa: E731
+                                   for r in csv.DictReader(open(d / "predictions.csv"))])
+        np.testing.assert_allclose(read(onnx), read(eager), atol=1e-4)
+    else:
+        for mask in sorted(eager.glob("*_seg.png")):
+            a, b = np.asarray(Image.open(mask)), np.asarray(Image.open(onnx / mask.name))
+            assert (a == b).mean() > 0.999
 
 
 def test_inference_without_weights_says_how_to_get_them(tmp_path):

@@ -21,6 +21,7 @@ REQUIRED = [
     "configs/train.json",
     "configs/evaluate.json",
     "configs/inference.json",
+    "configs/inference_onnx.json",
     "configs/multi_gpu_train.json",
     "configs/logging.conf",
     "docs/README.md",
@@ -96,6 +97,7 @@ def test_standard_ids_present(name):
         (["train.json", "multi_gpu_train.json"], TrainProperties, EXTRA_TRAIN_IDS),
         (["train.json", "evaluate.json"], TrainProperties, EXTRA_TRAIN_IDS),
         (["inference.json"], InferProperties, EXTRA_INFER_IDS),
+        (["inference.json", "inference_onnx.json"], InferProperties, EXTRA_INFER_IDS),
     ):
         parser = ConfigParser()
         parser.read_config([str(configs / f) for f in files])

@@ -8,6 +8,8 @@ argmax agreement are asserted; the accuracy change on a trained model is measure
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -76,13 +78,19 @@ def test_torch_int8_agrees_with_eager():
     assert (out.argmax(1) == ref.argmax(1)).mean() >= INT8_MIN_AGREEMENT
 
 
-def test_threads():
-    assert 1 <= physical_cores() <= (torch.get_num_threads() and __import__("os").cpu_count())
+def test_threads(monkeypatch):
+    from tinyusfm_monai.deploy.threads import busy_cpus, inference_threads
+
+    assert 1 <= physical_cores() <= os.cpu_count()
     before = torch.get_num_threads()
     try:
         assert configure_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+    assert 0.0 <= busy_cpus(0.05) <= os.cpu_count() + 0.01
+    assert 1 <= inference_threads() <= physical_cores()  # never more threads than cores, never zero
+    monkeypatch.setenv("TINYUSFM_NUM_THREADS", "3")
+    assert inference_threads() == 3 and inference_threads(5) == 5  # the operator's choice wins over the guess
 
 
 def test_plain_tensor_inferer_keeps_metadata():
@@ -102,6 +110,24 @@ def test_plain_tensor_inferer_keeps_metadata():
     assert seen == [torch.Tensor]
     assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.png"
     torch.testing.assert_close(out.as_tensor(), SimpleInferer()(x, net).as_tensor())
+
+
+def test_onnx_inferer_is_the_plain_inferer_on_onnx_runtime(tmp_path):
+    from monai.data import MetaTensor
+
+    from tinyusfm_monai.deploy.inferer import OnnxInferer, PlainTensorInferer
+
+    torch.manual_seed(0)
+    model = TinyUSFM(num_classes=3, img_size=SIZE).eval()
+    export_onnx(model, tmp_path / "m.onnx", image_size=SIZE)
+    x = MetaTensor(_inputs(2), meta={"filename_or_obj": "a.png"})
+    got = OnnxInferer(str(tmp_path / "m.onnx"), threads=1)(x, network=None)
+    with torch.inference_mode():
+        ref = PlainTensorInferer()(x, model)
+    assert isinstance(got, MetaTensor) and got.meta["filename_or_obj"] == "a.png"
+    np.testing.assert_allclose(got.as_tensor().numpy(), ref.as_tensor().numpy(), atol=FP32_ATOL)
+    with pytest.raises(FileNotFoundError, match="missing.onnx.*tinyusfm-monai export"):
+        OnnxInferer(str(tmp_path / "missing.onnx"))
 
 
 @pytest.mark.slow

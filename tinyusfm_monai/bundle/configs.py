@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from tinyusfm_monai.data.registry import DATASETS, Task
-from tinyusfm_monai.data.transforms import load_config, normalise_config, preprocessing_config, resize_config
+from tinyusfm_monai.data.transforms import ANY_FORMAT, load_config, normalise_config, preprocessing_config, resize_config
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 BUNDLE_VERSION = "0.1.0"
@@ -36,8 +36,6 @@ DEFAULTS = {
 ROTATION_RADIANS = round(math.pi / 6, 6)  # ±30°
 
 
-# Inference also reads ultrasound DICOM (tissue crop of the middle frame); NIfTI falls to MONAI's defaults.
-INFERENCE_READERS = ["tinyusfm_monai.dicom.reader.UltrasoundDicomReader", "PILReader"]
 
 
 def _augment(task: Task) -> list[dict[str, Any]]:
@@ -327,7 +325,7 @@ def evaluate_config(task: Task) -> dict[str, Any]:
 def inference_config(task: Task) -> dict[str, Any]:
     seg = task.task_type == "segmentation"
     cfg = _common(task)
-    preprocessing = preprocessing_config("@image_size", INFERENCE_READERS)
+    preprocessing = preprocessing_config("@image_size", ANY_FORMAT)
     if seg:
         post = [
             {"_target_": "Activationsd", "keys": "pred", "softmax": True},
@@ -339,7 +337,7 @@ def inference_config(task: Task) -> dict[str, Any]:
                 "nearest_interp": False,
                 "to_tensor": True,
             },
-            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {"_target_": "tinyusfm_monai.data.argmax.ChannelArgmaxd", "keys": "pred"},
             {"_target_": "CastToTyped", "keys": "pred", "dtype": "$torch.uint8"},
             {
                 "_target_": "SaveImaged",
@@ -369,18 +367,24 @@ def inference_config(task: Task) -> dict[str, Any]:
             "ckpt_dir": "$@bundle_root + '/models'",
             "batch_size": 1,
             "num_workers": 0,
+            # CPU threads; 0 = one per physical core idle at start-up (or $TINYUSFM_NUM_THREADS)
+            "num_threads": 0,
             "datalist": {
                 "_target_": "tinyusfm_monai.data.datalist.inference_datalist",
                 "task": "@task",
                 "dataset_dir": "@dataset_dir",
             },
             "preprocessing": {"_target_": "Compose", "transforms": preprocessing},
-            "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+            # an unreadable file is logged (file: cause) and skipped; the others are still processed
+            "dataset": {
+                "_target_": "tinyusfm_monai.data.skipping_dataset.SkipUnreadableDataset",
+                "data": "@datalist",
+                "transform": "@preprocessing",
+            },
             "dataloader": {
                 "_target_": "DataLoader",
                 "dataset": "@dataset",
                 "batch_size": "@batch_size",
-                "shuffle": False,
                 "num_workers": "@num_workers",
             },
             # SimpleInferer without MetaTensor dispatch inside the network (much faster on CPU, same outputs)
@@ -405,13 +409,28 @@ def inference_config(task: Task) -> dict[str, Any]:
                 "val_handlers": "@handlers",
                 "amp": False,
             },
-            # one torch thread per idle physical core: oversubscribed OpenMP threads are many times slower
+            # oversubscribed OpenMP threads are many times slower (benchmarks/threads.py)
             "initialize": ["$monai.utils.set_determinism(seed=0)", "$@configure_threads"],
-            "configure_threads": {"_target_": "tinyusfm_monai.deploy.threads.configure_inference_threads"},
+            "configure_threads": {
+                "_target_": "tinyusfm_monai.deploy.threads.configure_inference_threads",
+                "threads": "@num_threads",
+            },
             "run": ["$@evaluator.run()"],
         }
     )
     return cfg
+
+
+def inference_onnx_config(task: Task) -> dict[str, Any]:
+    """Merged over inference.json: the same pipeline, with the network run by ONNX Runtime."""
+    return {
+        "onnx_file": "$@bundle_root + '/models/model.onnx'",
+        "inferer": {
+            "_target_": "tinyusfm_monai.deploy.inferer.OnnxInferer",
+            "onnx_file": "@onnx_file",
+            "threads": "@num_threads",
+        },
+    }
 
 
 def multi_gpu_config(task: Task) -> dict[str, Any]:

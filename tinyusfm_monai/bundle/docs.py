@@ -142,10 +142,21 @@ Evaluate on the test split (metrics, figures and per-image CSV in `{b}/eval`):
 python -m monai.bundle run --config_file "['{b}/configs/train.json','{b}/configs/evaluate.json']" --dataset_dir DATA/{task.name}
 ```
 
-Infer on a folder of PNG/JPG/NIfTI/DICOM images (results in `{b}/eval`):
+Infer on a folder of PNG/JPG/TIFF/NIfTI/DICOM images (results in `{b}/eval`, or `--output_dir`):
 
 ```bash
 python -m monai.bundle run --config_file {b}/configs/inference.json --dataset_dir IMAGES
+```
+
+An unreadable, truncated or non-ultrasound file is logged (`skipped <file>: <cause>`) and the others are
+processed. On CPU, `--num_threads N` fixes the thread count (default: one per physical core idle at start-up,
+or `$TINYUSFM_NUM_THREADS`); set `OMP_WAIT_POLICY=PASSIVE` on machines busy with other software, and
+`--batch_size 4` for throughput. The fastest CPU path runs the network with ONNX Runtime
+(`benchmarks/RESULTS.md`): export once, then add the `inference_onnx.json` overlay:
+
+```bash
+tinyusfm-monai export --bundle {b} --format onnx            # or --int8, then --onnx_file .../model_int8.onnx
+python -m monai.bundle run --config_file "['{b}/configs/inference.json','{b}/configs/inference_onnx.json']" --dataset_dir IMAGES
 ```
 
 Export (run inside the bundle folder):

@@ -21,6 +21,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 
+from tinyusfm_monai.data.argmax import channel_argmax
 from tinyusfm_monai.bundle.handlers import TrainedWeightsLoader
 from tinyusfm_monai.data.registry import Task, get_task
 
@@ -70,7 +71,7 @@ class BundlePredictor:
         out = []
         for img, p in zip(images, probs):
             full = F.interpolate(p[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
-            out.append(full.argmax(0).to(torch.uint8).cpu().numpy())
+            out.append(channel_argmax(full)[0].to(torch.uint8).cpu().numpy())
         return out
 
     def predict(self, image: np.ndarray) -> np.ndarray:

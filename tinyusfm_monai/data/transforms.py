@@ -51,10 +51,20 @@ class EnsureRGBd(MapTransform):
 Size = int | str  # a number, or a config reference such as "@image_size"
 
 
+ANY_FORMAT = "ultrasound"  # load_config reader for inference: DICOM, PNG/JPG/TIFF, NIfTI (data/readers.py)
+
+
 def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str, Any]]:
-    """Read 2D images with rows = height, channel first; the image becomes RGB in [0, 1]."""
+    """Read 2D images with rows = height, channel first; the image becomes RGB in [0, 1].
+
+    reader: a MONAI reader for `LoadImaged` (training data are PNG), or `ANY_FORMAT` for inference inputs.
+    """
+    if reader == ANY_FORMAT:
+        load = {"_target_": "tinyusfm_monai.data.readers.LoadUltrasoundImaged", "keys": list(keys), "image_only": True}
+    else:
+        load = {"_target_": "LoadImaged", "keys": list(keys), "reader": reader, "reverse_indexing": False, "image_only": True}
     return [
-        {"_target_": "LoadImaged", "keys": list(keys), "reader": reader, "reverse_indexing": False, "image_only": True},
+        load,
         {"_target_": "EnsureChannelFirstd", "keys": list(keys)},
         {"_target_": "tinyusfm_monai.data.transforms.EnsureRGBd", "keys": "image"},
         {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0},

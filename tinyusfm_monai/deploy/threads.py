@@ -1,15 +1,19 @@
-"""CPU thread count: one compute thread per physical core.
+"""CPU thread count for inference: one compute thread per physical core that is idle at start-up.
 
 Hyper-threads share the vector units that GEMMs saturate, so a second thread per core mostly adds
 contention; PyTorch and ONNX Runtime should use the same number, or a comparison measures their
 defaults instead of their kernels.
 
 On a busy machine (an ultrasound cart also runs the scanner software) PyTorch's OpenMP threads are
-far worse than one thread: every small kernel ends in a barrier, and a descheduled thread stalls the
-others for a time slice. On the 2-core development machine at load ~7, TinyUSFM eager took
-2.1-5.2 s per image with 2 threads and 0.31-0.41 s with 1 (benchmarks/RESULTS.md). `inference_threads`
-therefore only uses the cores that are idle at start-up. `OMP_WAIT_POLICY=PASSIVE` in the environment
-(set before Python starts) removes most of the stall too.
+far worse than fewer threads: they spin at every barrier, and a descheduled thread stalls the others
+for a time slice. `benchmarks/threads.py` on the 2-core development machine, TinyUSFM eager, batch 1:
+idle, 2 threads 36-52 ms and 1 thread 63-67 ms; with 2 busy background processes, 2 threads 240-1400 ms
+and 1 thread 93-139 ms. `OMP_WAIT_POLICY=PASSIVE` (must be set before Python starts) removes the stall
+under load but doubles idle latency (87-113 ms), so it is advice for shared machines, not a default.
+
+Hence `inference_threads` counts the cores that are busy *now* (CPU time of other processes over a
+short /proc/stat sample; the 1-minute load average lags by a minute and kept counting the previous
+job) and uses the rest. `TINYUSFM_NUM_THREADS` or an explicit count overrides the guess.
 """
 
 from __future__ import annotations
@@ -51,20 +55,46 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
-def inference_threads(max_threads: int | None = None) -> int:
-    """Physical cores minus those kept busy by other processes (1-min load average), at least 1."""
-    cores = min(physical_cores(), max_threads or physical_cores())
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
+
+
+def busy_cpus(sample_s: float = 0.25) -> float:
+    """Logical CPUs kept busy by other processes right now (this one sleeps while sampling)."""
+    import time
+
     try:
-        busy = int(os.getloadavg()[0] + 0.5)
+        idle0, total0 = _cpu_times()
+        time.sleep(sample_s)
+        idle1, total1 = _cpu_times()
+        if total1 > total0:
+            return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
     except (OSError, AttributeError):
-        busy = 0
-    return max(1, min(cores, physical_cores() - busy))
+        return 0.0
 
 
-def configure_inference_threads(max_threads: int | None = None) -> int:
-    """`configure_threads(inference_threads())`: what the bundles' inference.json calls at start-up."""
+def inference_threads(threads: int | None = None) -> int:
+    """Threads for inference: `threads`, else $TINYUSFM_NUM_THREADS, else physical cores not busy now (>= 1)."""
+    requested = threads or int(os.environ.get("TINYUSFM_NUM_THREADS", "0") or 0)
+    if requested > 0:
+        return requested
+    cores = physical_cores()
+    busy_logical = busy_cpus()
+    # busy logical CPUs -> busy physical cores (hyper-threads: two logical CPUs per core)
+    busy = int(busy_logical * cores / (os.cpu_count() or cores) + 0.5)
+    return max(1, cores - busy)
+
+
+def configure_inference_threads(threads: int | None = None) -> int:
+    """`configure_threads(inference_threads(threads))`: what the bundles' inference.json calls at start-up."""
     import logging
 
-    n = configure_threads(inference_threads(max_threads))
+    n = configure_threads(inference_threads(threads))
     logging.getLogger(__name__).info("torch intra-op threads: %d (%d physical cores)", n, physical_cores())
     return n

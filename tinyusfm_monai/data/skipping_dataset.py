@@ -1,0 +1,66 @@
+"""Inference over a folder where one unreadable file must not stop the others.
+
+A map-style Dataset cannot drop an item: the collated batch would be empty or the DataLoader raises, and
+MONAI's error ("applying transform LoadImaged") does not say which file. This iterable dataset applies the
+transform per item, logs `<file>: <cause>` for each item that fails and goes on; it has no length, so
+the MONAI evaluator learns the epoch length when the data ends (standard ignite behaviour).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Iterator
+
+from monai.data import IterableDataset
+from monai.transforms import apply_transform
+from torch.utils.data import get_worker_info
+
+logger = logging.getLogger(__name__)
+
+
+def root_cause(error: BaseException) -> str:
+    """The reader's own message ("OSError: image file is truncated"), not MONAI's wrappers around it."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None:
+        chain.append(current)
+        current = current.__cause__
+    for err in chain:
+        text = str(err).strip()
+        if text.startswith("applying transform"):
+            continue
+        return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return type(error).__name__
+
+
+class SkipUnreadableDataset(IterableDataset):
+    """`monai.data.IterableDataset` that logs and skips items whose transform fails.
+
+    Args:
+        data: the datalist (dicts with an "image" path).
+        transform: the preprocessing.
+        key: the item key named in the error message.
+    """
+
+    def __init__(self, data: Iterable[Any], transform: Callable | None = None, key: str = "image") -> None:
+        super().__init__(data=data, transform=transform)
+        self.key = key
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        loaded = failed = 0
+        for i, item in enumerate(self.data):
+            if i % workers != worker:
+                continue
+            try:
+                out = apply_transform(self.transform, item) if self.transform is not None else item
+            except Exception as error:  # noqa: BLE001 - any unreadable input is reported and skipped
+                failed += 1
+                name = item.get(self.key, item) if isinstance(item, dict) else item
+                logger.error("skipped %s: %s", name, root_cause(error))
+                continue
+            loaded += 1
+            yield out
+        if failed and not loaded and workers == 1:
+            raise RuntimeError(f"none of the {failed} inputs could be read (causes logged above)")
