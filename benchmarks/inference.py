@@ -10,13 +10,14 @@ One command, three tables:
    its own; "peak RSS" includes the interpreter and imports, "model RSS" is VmHWM minus VmRSS after imports.
 2. TinyUSFM/USFM ratios, next to the FLOP ratio (paper convention, `networks.profile.count_flops`).
 3. End to end: `python -m monai.bundle run --config_file bundles/<task>/configs/inference.json` on 100
-   real-size ultrasound images (PNG and DICOM, `benchmarks/us_images.py`), as a real command (wall time)
-   and as an instrumented run of the same config in a fresh process: start-up (interpreter, imports,
-   config, network, weights), loading/preprocessing (dataloader), model (network forward) and the rest
-   (postprocessing, writing results). The bundles get a `model.pt` of a randomly initialised network (right
-   shapes; timing does not depend on the weight values).
+   real-size ultrasound images (PNG and DICOM, `benchmarks/us_images.py`), with PyTorch (inference.json)
+   and with ONNX Runtime (+ inference_onnx.json), as a real command (wall time) and as an instrumented run
+   of the same configs in a fresh process: start-up (interpreter, imports, config, network, weights),
+   loading/preprocessing (dataloader), model (the inferer: network forward or ONNX Runtime session) and
+   the rest (postprocessing, writing results). The bundles get a `model.pt` of a randomly initialised
+   network and its ONNX export (right shapes; timing does not depend on the weight values).
 
-    python benchmarks/inference.py            # default, ~10 min on 2 cores
+    python benchmarks/inference.py            # default, ~15 min on 2 idle cores
     python benchmarks/inference.py --quick    # fewer runs, 20 images, ~3 min
     python benchmarks/inference.py --full     # more runs, larger batches
 """
@@ -24,6 +25,7 @@ One command, three tables:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -282,9 +284,12 @@ def print_model_tables(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- bundles
 
 
-def prepare_bundles(work: Path, n_images: int, source: Path) -> dict[str, Path]:
-    """Copies of the two task bundles (configs from `source`) with a random-init model.pt, and the images."""
+def prepare_bundles(work: Path, n_images: int, source: Path, onnx: bool) -> dict[str, Path]:
+    """Copies of the two task bundles (configs from `source`) with a random-init model.pt (and its ONNX
+    export for the inference_onnx.json overlay), and the images."""
     import torch
+
+    from tinyusfm_monai.deploy.export import export
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from us_images import write_images
@@ -298,6 +303,8 @@ def prepare_bundles(work: Path, n_images: int, source: Path) -> dict[str, Path]:
         (dst / "models").mkdir(parents=True)
         torch.manual_seed(0)
         torch.save(_build("tinyusfm", kind).state_dict(), dst / "models" / "model.pt")
+        if onnx:
+            export(str(dst), format="onnx")
         paths[kind] = dst
     images = work / "images"
     marker = images / f".{n_images}"
@@ -310,13 +317,15 @@ def prepare_bundles(work: Path, n_images: int, source: Path) -> dict[str, Path]:
     return paths
 
 
-def instrumented_run(bundle: Path, images: Path, out: Path, t0: float, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Child: the bundle's inference.json run in this process, with timers around the dataloader and the network."""
+def instrumented_run(
+    bundle: Path, configs: list[str], images: Path, out: Path, t0: float, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Child: the bundle's inference config run in this process, with timers around the dataloader and the inferer."""
     from ignite.engine import Events
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.read_config([str(bundle / "configs" / c) for c in configs])
     parser["bundle_root"] = str(bundle)
     parser["dataset_dir"] = str(images)
     parser["output_dir"] = str(out)
@@ -325,7 +334,6 @@ def instrumented_run(bundle: Path, images: Path, out: Path, t0: float, overrides
     if "initialize" in parser:
         parser.get_parsed_content("initialize")  # as `monai.bundle run` does before "run"
     evaluator = parser.get_parsed_content("evaluator")
-    network = parser.get_parsed_content("network")
     timers = {"data": 0.0, "model": 0.0, "iteration": 0.0}
     marks: dict[str, float] = {}
 
@@ -347,8 +355,15 @@ def instrumented_run(bundle: Path, images: Path, out: Path, t0: float, overrides
     evaluator.add_event_handler(Events.ITERATION_STARTED, mark("iter_start"))
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, mark("iter_end"))
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, add("iteration", "iter_start", "iter_end"))
-    network.register_forward_pre_hook(lambda *_: marks.__setitem__("fwd_start", time.perf_counter()))
-    network.register_forward_hook(lambda *_: timers.__setitem__("model", timers["model"] + time.perf_counter() - marks["fwd_start"]))
+    inferer = evaluator.inferer  # the model time is the inferer's (PyTorch network or ONNX Runtime session)
+
+    def timed_inferer(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        result = inferer(*args, **kwargs)
+        timers["model"] += time.perf_counter() - t
+        return result
+
+    evaluator.inferer = timed_inferer
     started = time.time()
     t = time.perf_counter()
     evaluator.run()
@@ -369,17 +384,25 @@ def instrumented_run(bundle: Path, images: Path, out: Path, t0: float, overrides
     }
 
 
-def bundle_tables(paths: dict[str, Path], work: Path, overrides: dict[str, Any], real_cli: bool) -> list[dict[str, Any]]:
+BUNDLE_CONFIGS = {"pytorch": ["inference.json"], "onnx": ["inference.json", "inference_onnx.json"]}
+
+
+def bundle_tables(
+    paths: dict[str, Path], work: Path, overrides: dict[str, Any], real_cli: bool, backends: list[str]
+) -> list[dict[str, Any]]:
     rows = []
     extra = [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
     for kind, (task, _) in TASKS.items():
-        for fmt in ("png", "dicom"):
-            row: dict[str, Any] = {"task": task, "format": fmt}
+        for backend, fmt in itertools.product(backends, ("png", "dicom")):
+            configs = BUNDLE_CONFIGS[backend]
+            row: dict[str, Any] = {"task": task, "backend": backend, "format": fmt}
             if real_cli:
-                out = work / "out" / f"{task}_{fmt}_cli"
+                out = work / "out" / f"{task}_{backend}_{fmt}_cli"
+                files = [str(paths[kind] / "configs" / c) for c in configs]
+                config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
                 cmd = [
                     sys.executable, "-m", "monai.bundle", "run",
-                    "--config_file", str(paths[kind] / "configs" / "inference.json"),
+                    "--config_file", config_arg,
                     "--dataset_dir", str(paths[fmt]), "--output_dir", str(out), *extra,
                 ]  # fmt: skip
                 t = time.perf_counter()
@@ -387,12 +410,13 @@ def bundle_tables(paths: dict[str, Path], work: Path, overrides: dict[str, Any],
                 row["cli_wall_s"] = time.perf_counter() - t
                 if proc.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-            spec = json.dumps({"bundle": str(paths[kind]), "images": str(paths[fmt]), "out": str(work / "out" / f"{task}_{fmt}"),
-                               "overrides": overrides, "t0": time.time()})  # fmt: skip
+            spec = json.dumps({"bundle": str(paths[kind]), "configs": configs, "images": str(paths[fmt]),
+                               "out": str(work / "out" / f"{task}_{backend}_{fmt}"), "overrides": overrides,
+                               "t0": time.time()})  # fmt: skip
             row.update(_run_child(["--child", "bundle", "--spec", spec]))
             row["load"] = os.getloadavg()[0]
             rows.append(row)
-            print(f"  {task} {fmt}: {row['total_s']:.1f} s (uptime load {row['load']:.2f})", flush=True)
+            print(f"  {task} {backend} {fmt}: {row['total_s']:.1f} s (uptime load {row['load']:.2f})", flush=True)
     return rows
 
 
@@ -400,13 +424,14 @@ def print_bundle_table(rows: list[dict[str, Any]], overrides: dict[str, Any]) ->
     n = rows[0]["images"] if rows else 0
     note = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the bundle defaults"
     print(f"\n## End to end: bundles/<task>/configs/inference.json on {n} real-size ultrasound images ({note})\n")
-    print("| task | input | `monai.bundle run` wall (s) | instrumented total (s) | start-up (s) | loading + preprocessing (s) | model (s) | post + write (s) | ms/image after start-up | threads | load avg |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("backend pytorch = inference.json; onnx = inference.json + inference_onnx.json (ONNX Runtime)\n")
+    print("| task | backend | input | `monai.bundle run` wall (s) | instrumented total (s) | start-up (s) | loading + preprocessing (s) | model (s) | post + write (s) | ms/image after start-up | threads | load avg |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cli = f"{r['cli_wall_s']:.1f}" if "cli_wall_s" in r else "-"
         per = (r["total_s"] - r["startup_s"]) / max(r["images"], 1) * 1e3
         print(
-            f"| {r['task']} | {r['format']} | {cli} | {r['total_s']:.1f} | {r['startup_s']:.1f} | {r['data_s']:.1f} | "
+            f"| {r['task']} | {r['backend']} | {r['format']} | {cli} | {r['total_s']:.1f} | {r['startup_s']:.1f} | {r['data_s']:.1f} | "
             f"{r['model_s']:.1f} | {r['post_s']:.1f} | {per:.0f} | {r['threads']} | {r['load']:.2f} |"
         )
 
@@ -422,7 +447,9 @@ def _child(args: argparse.Namespace) -> None:
         result = measure_variant(Path(args.work), s["model"], s["kind"], s["backend"], s["cfg"], s["threads"])
     else:
         s = json.loads(args.spec)
-        result = instrumented_run(Path(s["bundle"]), Path(s["images"]), Path(s["out"]), s["t0"], s["overrides"])
+        result = instrumented_run(
+            Path(s["bundle"]), s["configs"], Path(s["images"]), Path(s["out"]), s["t0"], s["overrides"]
+        )
     print(json.dumps(result))
 
 
@@ -435,6 +462,8 @@ def main() -> None:
     parser.add_argument("--skip-models", action="store_true", help="only the end-to-end bundle table")
     parser.add_argument("--skip-bundles", action="store_true", help="only the per-model tables")
     parser.add_argument("--no-cli", action="store_true", help="skip the real `monai.bundle run` wall-time runs")
+    parser.add_argument("--bundle-backends", nargs="+", default=["pytorch", "onnx"], choices=sorted(BUNDLE_CONFIGS),
+                        help="end-to-end runs: inference.json (pytorch) and/or + inference_onnx.json (onnx)")
     parser.add_argument("--images", type=int, default=0, help="number of real-size images (default: profile's)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="bundle config override for the end-to-end runs, e.g. batch_size=1 (repeatable)")  # fmt: skip
@@ -466,8 +495,9 @@ def main() -> None:
             results["models"] = model_tables(cfg, threads, work)
         if not args.skip_bundles:
             print(f"\nwriting {args.images or cfg['images']} real-size ultrasound images and bundle copies ...", flush=True)
-            paths = prepare_bundles(work, args.images or cfg["images"], Path(args.bundles_dir))
-            results["bundles"] = bundle_tables(paths, work, overrides, real_cli=not args.no_cli)
+            onnx = "onnx" in args.bundle_backends
+            paths = prepare_bundles(work, args.images or cfg["images"], Path(args.bundles_dir), onnx)
+            results["bundles"] = bundle_tables(paths, work, overrides, not args.no_cli, args.bundle_backends)
     if "models" in results:
         print_model_tables(results["models"], cfg)
     if "bundles" in results:

@@ -151,8 +151,8 @@ python -m monai.bundle run --config_file {b}/configs/inference.json --dataset_di
 An unreadable, truncated or non-ultrasound file is logged (`skipped <file>: <cause>`) and the others are
 processed. On CPU, `--num_threads N` fixes the thread count (default: one per physical core idle at start-up,
 or `$TINYUSFM_NUM_THREADS`); set `OMP_WAIT_POLICY=PASSIVE` on machines busy with other software, and
-`--batch_size 4` for throughput. The fastest CPU path runs the network with ONNX Runtime
-(`benchmarks/RESULTS.md`): export once, then add the `inference_onnx.json` overlay:
+`--batch_size 4` for throughput. To run the network with ONNX Runtime (e.g. the INT8 model; speed in
+`benchmarks/RESULTS.md`), export once, then add the `inference_onnx.json` overlay:
 
 ```bash
 tinyusfm-monai export --bundle {b} --format onnx            # or --int8, then --onnx_file .../model_int8.onnx

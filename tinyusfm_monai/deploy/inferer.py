@@ -36,10 +36,11 @@ class PlainTensorInferer(Inferer):
 class OnnxInferer(Inferer):
     """Runs the bundle's exported ONNX model with ONNX Runtime instead of the PyTorch network.
 
-    The deployment overlay `configs/inference_onnx.json` uses it: on the 2-core benchmark machine the
-    ONNX Runtime forward of TinyUSFM was 1.1x (classification) to 1.5x (segmentation) faster than eager
-    PyTorch, INT8 1.3-1.5x (benchmarks/RESULTS.md). The `network` argument is ignored; the output is a
-    torch tensor with the input's metadata, so the bundle's postprocessing is unchanged.
+    The deployment overlay `configs/inference_onnx.json` uses it: the same pipeline without PyTorch in
+    the forward pass, for the INT8 model or a runtime other than PyTorch. On the 2-core benchmark machine
+    the bare ONNX Runtime forward of TinyUSFM was 1.3-1.6x faster than eager PyTorch, but the whole
+    bundle run was not measurably faster (benchmarks/RESULTS.md). The `network` argument is ignored; the
+    output is a torch tensor with the input's metadata, so the bundle's postprocessing is unchanged.
 
     Args:
         onnx_file: written by `tinyusfm-monai export --bundle <bundle> --format onnx [--int8]`.
@@ -59,7 +60,8 @@ class OnnxInferer(Inferer):
             )
         super().__init__()
         self.onnx_file = onnx_file
-        self.session = onnx_session(onnx_file, inference_threads(threads or None))
+        # no spinning: image loading and postprocessing run between two inferences in this process
+        self.session = onnx_session(onnx_file, inference_threads(threads or None), spinning=False)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from .onnx import run_onnx

@@ -73,13 +73,20 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, op_types: tuple[str, ..
     return dst
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """A CPU `InferenceSession`, full graph optimisation, `threads` intra-op threads (default: physical cores)."""
+def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = True) -> Any:
+    """A CPU `InferenceSession`, full graph optimisation, `threads` intra-op threads (default: physical cores).
+
+    spinning: ORT's worker threads busy-wait after each run (its default: lowest latency for back-to-back
+    runs). Turn it off when other work (image decoding, postprocessing) runs between inferences in the same
+    process, or the idle workers take those cores.
+    """
     import onnxruntime as ort
 
     from .threads import physical_cores
 
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
