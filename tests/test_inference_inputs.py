@@ -58,6 +58,11 @@ def test_a_batch_can_mix_png_dicom_and_nifti(tmp_path):
     (batch,) = list(loader)
     assert tuple(batch["image"].shape) == (3, 3, 32, 32)
     assert tuple(batch["image"].affine.shape) == (3, 4, 4)
+    # DICOM only: one file calibrated (Sequence of Ultrasound Regions), one not, keep their metadata
+    data = [{"image": str(us_file(n))} for n in ("US1_UNCR.dcm", "examples_palette.dcm")]
+    (batch,) = list(DataLoader(SkipUnreadableDataset(data, build_preprocessing(32, ANY_FORMAT)), batch_size=2))
+    spacing = np.asarray([np.asarray(v) for v in batch["image"].meta["dicom_pixel_spacing_mm"]]).T
+    assert np.isnan(spacing[0]).all() and spacing[1] == pytest.approx([0.2623, 0.2623], abs=1e-4)
 
 
 def test_unreadable_files_are_named_and_skipped(tmp_path, caplog):

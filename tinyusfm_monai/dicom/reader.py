@@ -120,7 +120,8 @@ class UltrasoundDicomReader(ImageReader):
             "dicom_sop_class_uid": str(ds.SOPClassUID),
             "dicom_series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
             "dicom_study_instance_uid": str(ds.get("StudyInstanceUID", "")),
-            "dicom_pixel_spacing_mm": list(spacing) if image.spacing is not None else [],
+            # always two values, so a batch can mix calibrated and uncalibrated files; NaN = not calibrated
+            "dicom_pixel_spacing_mm": list(spacing) if image.spacing is not None else [float("nan")] * 2,
             "dicom_rows_first": not self.reverse_indexing,
         }
 
