@@ -81,7 +81,10 @@ def busy_cpus(sample_s: float = 0.25) -> float:
 
 def inference_threads(threads: int | None = None) -> int:
     """Threads for inference: `threads`, else $TINYUSFM_NUM_THREADS, else physical cores not busy now (>= 1)."""
-    requested = threads or int(os.environ.get("TINYUSFM_NUM_THREADS", "0") or 0)
+    env = os.environ.get("TINYUSFM_NUM_THREADS", "").strip()
+    if not threads and env and not env.isdigit():
+        raise ValueError(f"TINYUSFM_NUM_THREADS={env!r}: expected a whole number of threads (0 = automatic)")
+    requested = threads or int(env or 0)
     if requested > 0:
         return requested
     cores = physical_cores()
