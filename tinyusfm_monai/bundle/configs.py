@@ -428,7 +428,7 @@ def inference_onnx_config(task: Task) -> dict[str, Any]:
         "inferer": {
             "_target_": "tinyusfm_monai.deploy.inferer.OnnxInferer",
             "onnx_file": "@onnx_file",
-            "threads": "@num_threads",
+            "threads": "@configure_threads",  # the count inference.json chose at start-up
         },
     }
 

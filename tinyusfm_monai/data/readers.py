@@ -22,10 +22,8 @@ from monai.data import ImageReader, ITKReader, PILReader
 from monai.transforms import LoadImaged
 from monai.utils import ensure_tuple
 
-from tinyusfm_monai.dicom.reader import UltrasoundDicomReader, looks_like_dicom
-
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".dic")
+from tinyusfm_monai.data.raw_io import IMAGE_SUFFIXES as PIL_SUFFIXES
+from tinyusfm_monai.dicom.reader import DICOM_FILE_SUFFIXES, UltrasoundDicomReader, looks_like_dicom
 
 
 class UltrasoundImageReader(ImageReader):
@@ -45,7 +43,7 @@ class UltrasoundImageReader(ImageReader):
 
     def reader_for(self, filename: str | os.PathLike) -> ImageReader:
         name = str(filename).lower()
-        if looks_like_dicom(filename) or name.endswith(DICOM_NAME_SUFFIXES):
+        if looks_like_dicom(filename) or name.endswith(DICOM_FILE_SUFFIXES):
             return self.dicom
         if name.endswith(PIL_SUFFIXES):
             return self.pil
@@ -56,11 +54,10 @@ class UltrasoundImageReader(ImageReader):
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
         files = ensure_tuple(data)
-        readers = {type(self.reader_for(f)) for f in files}
-        if len(readers) > 1:
+        readers = [self.reader_for(f) for f in files]
+        if any(r is not readers[0] for r in readers):
             raise ValueError(f"cannot stack images of different formats: {[Path(f).name for f in files]}")
-        reader = self.reader_for(files[0])
-        return reader, reader.read(data, **kwargs)
+        return readers[0], readers[0].read(data, **kwargs)
 
     def get_data(self, img: tuple[ImageReader, Any]) -> tuple[Any, dict]:
         reader, loaded = img

@@ -10,6 +10,7 @@ input's metadata back, which is what MetaTensor propagation would have given it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -44,12 +45,12 @@ class OnnxInferer(Inferer):
 
     Args:
         onnx_file: written by `tinyusfm-monai export --bundle <bundle> --format onnx [--int8]`.
-        threads: intra-op threads; 0 = the bundles' default policy (`deploy.threads.inference_threads`).
+        threads: intra-op threads; 0 = the bundles' default policy (`deploy.threads.inference_threads`). The
+            overlay passes the count that inference.json's `configure_threads` chose for torch, so the CPU is
+            sampled once and both runtimes use the same number.
     """
 
     def __init__(self, onnx_file: str, threads: int = 0) -> None:
-        from pathlib import Path
-
         from .onnx import onnx_session
         from .threads import inference_threads
 

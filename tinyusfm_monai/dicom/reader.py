@@ -29,7 +29,8 @@ from monai.utils import ensure_tuple
 from tinyusfm_monai.dicom.read import DicomInputError, UltrasoundImage, check_ultrasound, iter_files, read_dataset
 from tinyusfm_monai.dicom.read import read_ultrasound
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", "")
+DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".dic")
+DICOM_SUFFIXES = DICOM_FILE_SUFFIXES + ("",)  # scanners and PACS often write DICOM files without a suffix
 
 
 def looks_like_dicom(path: str | os.PathLike) -> bool:

@@ -18,10 +18,10 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from tinyusfm_monai.dicom.reader import DICOM_FILE_SUFFIXES, looks_like_dicom
+
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 MANIFEST_VERSION = 1
 
 
@@ -34,16 +34,7 @@ def _file_hash(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+    return path.suffix.lower() in DICOM_FILE_SUFFIXES or (not path.suffix and looks_like_dicom(path))
 
 
 def _image_samples(path: Path, digest: str) -> list[dict[str, Any]]:
