@@ -404,7 +404,7 @@ def bundle_tables(
                     sys.executable, "-m", "monai.bundle", "run",
                     "--config_file", config_arg,
                     "--dataset_dir", str(paths[fmt]), "--output_dir", str(out), *extra,
-                ]  # fmt: skip
+                ]
                 t = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
                 row["cli_wall_s"] = time.perf_counter() - t
@@ -412,7 +412,7 @@ def bundle_tables(
                     raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
             spec = json.dumps({"bundle": str(paths[kind]), "configs": configs, "images": str(paths[fmt]),
                                "out": str(work / "out" / f"{task}_{backend}_{fmt}"), "overrides": overrides,
-                               "t0": time.time()})  # fmt: skip
+                               "t0": time.time()})
             row.update(_run_child(["--child", "bundle", "--spec", spec]))
             row["load"] = os.getloadavg()[0]
             rows.append(row)
@@ -466,9 +466,9 @@ def main() -> None:
                         help="end-to-end runs: inference.json (pytorch) and/or + inference_onnx.json (onnx)")
     parser.add_argument("--images", type=int, default=0, help="number of real-size images (default: profile's)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
-                        help="bundle config override for the end-to-end runs, e.g. batch_size=1 (repeatable)")  # fmt: skip
+                        help="bundle config override for the end-to-end runs, e.g. batch_size=1 (repeatable)")
     parser.add_argument("--bundles-dir", default=str(REPO / "bundles"),
-                        help="where the task bundles' configs come from (e.g. an older copy, for before/after)")  # fmt: skip
+                        help="where the task bundles' configs come from (e.g. an older copy, for before/after)")
     parser.add_argument("--work", default="", help="work folder (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write all numbers to this JSON file")
     parser.add_argument("--child", choices=("prepare", "measure", "bundle"), help=argparse.SUPPRESS)
@@ -503,7 +503,7 @@ def main() -> None:
     if "bundles" in results:
         print_bundle_table(results["bundles"], overrides)
     print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average at end: "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

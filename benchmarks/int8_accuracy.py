@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from tinyusfm_monai.bundle.configs import INFERENCE_READERS
 from tinyusfm_monai.data.phantom import generate_task
-from tinyusfm_monai.data.transforms import build_preprocessing
+from tinyusfm_monai.transforms.pipelines import build_preprocessing
 from tinyusfm_monai.deploy import configure_threads, export_onnx, onnx_session, quantize_linear_dynamic, quantize_onnx_int8
 from tinyusfm_monai.deploy.onnx import run_onnx
 from tinyusfm_monai.networks import build_backbone
@@ -57,7 +57,7 @@ def main() -> None:
         x_test, y_test = _load(datalist, "test", args.size)
         classes = int(max(y_train.max(), y_test.max())) + 1
         print(f"phantom {args.task}: {len(y_train)} train / {len(y_test)} test at {args.size}^2, {classes} classes "
-              f"({time.perf_counter() - t:.0f} s to generate and preprocess)")  # fmt: skip
+              f"({time.perf_counter() - t:.0f} s to generate and preprocess)")
 
         model = build_backbone("tinyusfm", num_classes=classes, img_size=args.size)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)

@@ -26,7 +26,7 @@ SIZES = ((480, 640), (600, 800), (768, 1024))  # rows, columns
 
 
 def _sources() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from tinyusfm_monai.dicom.read import decode_frame
+    from tinyusfm_monai.io.dicom import decode_frame
 
     uncr = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm", download=False))
     palette = examples.palette_color

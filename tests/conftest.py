@@ -4,13 +4,13 @@ from pathlib import Path
 import pytest
 import torch
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-if not REFERENCE.is_dir():  # a clone with shared/ inside the checkout
-    REFERENCE = Path(__file__).resolve().parents[1] / "shared" / "reference"
+# Official checkpoint keys and shapes of the released TinyUSFM / USFM files, kept with the tests so a plain clone
+# can check the networks against them.
+REFERENCE = Path(__file__).resolve().parent / "data"
 
 
 def load_manifest(name: str) -> dict[str, list[int]]:
-    """Official checkpoint keys and shapes (`shared/reference/official-checkpoint-keys-<name>.json`)."""
+    """Official checkpoint keys and shapes (`tests/data/official-checkpoint-keys-<name>.json`)."""
     path = REFERENCE / f"official-checkpoint-keys-{name}.json"
     if not path.is_file():
         pytest.fail(f"missing reference manifest {path}")

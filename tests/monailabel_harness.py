@@ -67,7 +67,7 @@ def reference_prediction(bundle: Path, image: Path) -> np.ndarray:
     from monai.bundle import ConfigParser
     from monai.transforms import Compose, SaveImaged
 
-    from tinyusfm_monai.data.writers import SaveProbabilitiesd
+    from tinyusfm_monai.transforms.io import SaveProbabilitiesd
 
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
@@ -99,7 +99,7 @@ class Server:
             "--app", str(APP_DIR), "--studies", str(studies),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--conf", "bundles", str(bundles), "--conf", "models", ",".join(models),
-        ]  # fmt: skip
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONAI_LABEL_")}
         env["PYTHONPATH"] = str(SHIM_DIR)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"

@@ -9,7 +9,7 @@ from monai.bundle import ConfigParser, verify_metadata
 
 from tinyusfm_monai.bundle.generate import bundle_files, generate
 from tinyusfm_monai.data.registry import TASKS
-from tinyusfm_monai.data.transforms import build_preprocessing
+from tinyusfm_monai.transforms.pipelines import build_preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "bundles"
@@ -30,9 +30,20 @@ REQUIRED = [
 
 
 def test_committed_bundles_are_what_the_generator_writes():
-    assert generate(out=str(BUNDLES), check=False) == [] or pytest.fail(
-        "bundles/ differ from the registry: run `tinyusfm-monai bundles generate` and commit"
-    )
+    """Fails on any drift between bundles/ and the generator (check mode writes nothing)."""
+    assert generate(out=str(BUNDLES), check=True) == []
+
+
+def test_drift_check_fails_on_an_edited_committed_file(tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundles"
+    shutil.copytree(BUNDLES, copy, ignore=shutil.ignore_patterns("models", "eval", "runs"))
+    assert generate(out=str(copy), check=True) == []
+    readme = copy / "tinyusfm_distillation" / "docs" / "README.md"
+    readme.write_text(readme.read_text().replace("| `coreset#budget` | `0.1` |", "| `coreset#budget` | `0.2` |"))
+    with pytest.raises(SystemExit, match="tinyusfm_distillation/docs/README.md"):
+        generate(out=str(copy), check=True)
 
 
 def test_generator_check_mode_reports_drift(tmp_path):
@@ -45,6 +56,7 @@ def test_generator_check_mode_reports_drift(tmp_path):
 def test_one_bundle_per_task_with_the_right_suffix():
     names = {p.name for p in BUNDLES.iterdir() if p.is_dir() and p.name in TASKS}
     assert names == set(TASKS) and len(names) == 19
+    assert {p.name for p in BUNDLES.iterdir() if p.is_dir()} == set(TASKS) | {"tinyusfm_distillation"}
     for name, task in TASKS.items():
         assert name.endswith("_" + task.task_type)  # MONAI Label takes the task type from the folder name
         for rel in REQUIRED:

@@ -19,7 +19,7 @@ from dicom_fixtures import (
 )
 from pydicom.pixels import get_decoder
 
-from tinyusfm_monai.dicom.read import (
+from tinyusfm_monai.io.dicom import (
     US_IMAGE_STORAGE_RETIRED,
     US_MULTIFRAME_IMAGE_STORAGE_RETIRED,
     CropBox,

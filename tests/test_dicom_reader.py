@@ -9,8 +9,8 @@ from dicom_fixtures import make_truncated, us_file
 from monai.data import Dataset
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from tinyusfm_monai.dicom.read import read_ultrasound
-from tinyusfm_monai.dicom.reader import UltrasoundDicomReader, dicom_datalist
+from tinyusfm_monai.io.dicom import read_ultrasound
+from tinyusfm_monai.io.readers import UltrasoundDicomReader, dicom_datalist
 
 
 def _study(tmp_path):
@@ -32,7 +32,7 @@ def test_load_imaged_with_reader_by_name(tmp_path):
     folder = _study(tmp_path)
     load = Compose(
         [
-            LoadImaged(keys="image", reader="tinyusfm_monai.dicom.reader.UltrasoundDicomReader", image_only=False),
+            LoadImaged(keys="image", reader="tinyusfm_monai.io.readers.UltrasoundDicomReader", image_only=False),
             EnsureChannelFirstd(keys="image"),
         ]
     )

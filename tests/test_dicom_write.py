@@ -13,7 +13,7 @@ from tinyusfm_monai.data.registry import TASKS
 from tinyusfm_monai.dicom import write
 from tinyusfm_monai.dicom.concepts import GENERIC_SEGMENT_CONCEPT, class_concept, segment_concept
 from tinyusfm_monai.dicom.process import process_file
-from tinyusfm_monai.dicom.read import read_ultrasound
+from tinyusfm_monai.io.dicom import read_ultrasound
 
 
 def _save(ds, path):

@@ -14,19 +14,15 @@ from PIL import Image
 
 from tinyusfm_monai.distillation import coreset as cs
 from tinyusfm_monai.distillation.consistency import ConsistencyWeighting
-from tinyusfm_monai.distillation.engine import TrainingState, loss_terms
+from tinyusfm_monai.distillation.engine import loss_terms
 from tinyusfm_monai.distillation.features import FeatureStore, extract_features
 from tinyusfm_monai.distillation.losses import DistillationLoss, patchify
 from tinyusfm_monai.distillation.masks import DomainMasker, FrequencyMask, SpatialMask, build_masker
 from tinyusfm_monai.distillation.model import DistillationModel, FrozenTeacher
-from tinyusfm_monai.distillation.pool import (
-    build_manifest,
-    build_pool_transform,
-    manifest_datalist,
-    pool_transform_config,
-)
+from tinyusfm_monai.distillation.pool import build_manifest, manifest_datalist
 from tinyusfm_monai.distillation.quality import per_sample_head_grad_norm, quality_scores
 from tinyusfm_monai.networks import TinyUSFM, VisionTransformer
+from tinyusfm_monai.transforms.pipelines import build_pool_transform, pool_transform_config
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "tinyusfm_distillation"
 
@@ -195,8 +191,8 @@ def test_bundle_preprocessing_is_the_shared_pipeline():
     expected = pool_transform_config("@image_size")
     for name in ("train.json", "coreset.json"):
         cfg = json.loads((BUNDLE / "configs" / name).read_text())
-        section = cfg["train"] if name == "train.json" else cfg["coreset"]
-        assert section["preprocessing"]["transforms"] == expected, name
+        assert cfg["pool_preprocessing"]["transforms"] == expected, name
+    assert json.loads((BUNDLE / "configs" / "train.json").read_text())["train"]["preprocessing"] == "@pool_preprocessing"
 
 
 # ---- features / coreset / quality ----------------------------------------------------------------------------
@@ -308,21 +304,6 @@ def test_write_outputs(tmp_path):
 
 
 # ---- engine --------------------------------------------------------------------------------------------------
-
-
-def test_training_state_restores_every_rng(tmp_path):
-    torch.manual_seed(1)
-    np.random.seed(2)
-    random.seed(3)
-    state = TrainingState()
-    torch.save(state.state_dict(), tmp_path / "s.pt")
-    expected = (torch.rand(3), np.random.rand(3), random.random())
-    torch.manual_seed(99)
-    np.random.seed(99)
-    random.seed(99)
-    state.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
-    got = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
 
 
 def test_loss_terms_transform():

@@ -47,8 +47,8 @@ TRAIN_ARGS = {"image_size": 32, "phantom_pool_size": 8, "batch_size": 2, "max_ep
               "teacher_def": TINY_TEACHER}
 
 
-def _final_state(root: Path, epoch: int) -> dict:
-    return torch.load(root / "models" / f"checkpoint_epoch={epoch}.pt", weights_only=True)
+def _final_state(root: Path) -> dict:
+    return torch.load(root / "models" / "last.pt", weights_only=True)
 
 
 @pytest.mark.slow
@@ -62,11 +62,11 @@ def test_train_kill_and_exact_resume(tmp_path):
     report = load_pretrained(student, exported)  # official layout, strict
     assert len(report.loaded) == len(student.state_dict()) and not report.skipped
 
-    # interrupted run: SIGKILL as soon as the first epoch's checkpoint is complete
+    # interrupted run: SIGKILL as soon as the first epoch's checkpoint is complete (written atomically)
     run = tmp_path / "killed"
     proc = subprocess.Popen(bundle_cmd("train.json", run, TRAIN_ARGS), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    first = run / "models" / "checkpoint_epoch=1.pt"
+    first = run / "models" / "last.pt"
     deadline = time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -86,13 +86,14 @@ def test_train_kill_and_exact_resume(tmp_path):
     assert not (run / "models" / "model.pt").exists(), "the kill came too late: training had completed"
 
     log = run_bundle("train.json", run, TRAIN_ARGS)
-    assert "resume: restored" in log and "checkpoint_epoch=" in log
+    assert "resumed from" in log and "last.pt at epoch 1 of 4" in log
 
-    a, b = _final_state(ref, 4), _final_state(run, 4)
+    a, b = _final_state(ref), _final_state(run)
     for key in a["distiller"]:
         assert torch.equal(a["distiller"][key], b["distiller"][key]), key
     assert a["lr_scheduler"] == b["lr_scheduler"]
-    assert a["state"]["engine"] == b["state"]["engine"] and torch.equal(a["state"]["torch"], b["state"]["torch"])
+    sa, sb = a["training_state"], b["training_state"]
+    assert sa["engine"] == sb["engine"] and torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     ref_student = torch.load(exported, weights_only=True)
@@ -134,7 +135,8 @@ def test_metadata_validates_and_names_the_student():
     assert fmt["outputs"]["pred"]["num_channels"] == 192 and meta["version"] in meta["changelog"]
     for name in ("train.json", "coreset.json"):
         cfg = json.loads((CONFIGS / name).read_text())
-        assert cfg["bundle_root"] == "." and cfg["network_def"]["_target_"] == "tinyusfm_monai.networks.TinyUSFM"
+        assert cfg["bundle_root"]["_target_"] == "tinyusfm_monai.bundle.components.default_bundle_root"
+        assert cfg["network_def"]["_target_"] == "tinyusfm_monai.networks.TinyUSFM"
         assert cfg["teacher_def"]["_target_"] == "tinyusfm_monai.networks.USFM"  # the default teacher is USFM
     for path in ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "configs/logging.conf",
                  "configs/multi_gpu_train.json"):

@@ -97,7 +97,7 @@ def test_plain_tensor_inferer_keeps_metadata():
     from monai.data import MetaTensor
     from monai.inferers import SimpleInferer
 
-    from tinyusfm_monai.deploy.inferer import PlainTensorInferer
+    from tinyusfm_monai.inferers.inferer import PlainTensorInferer
 
     seen = []
 
@@ -115,7 +115,7 @@ def test_plain_tensor_inferer_keeps_metadata():
 def test_onnx_inferer_is_the_plain_inferer_on_onnx_runtime(tmp_path):
     from monai.data import MetaTensor
 
-    from tinyusfm_monai.deploy.inferer import OnnxInferer, PlainTensorInferer
+    from tinyusfm_monai.inferers.inferer import OnnxInferer, PlainTensorInferer
 
     torch.manual_seed(0)
     model = TinyUSFM(num_classes=3, img_size=SIZE).eval()

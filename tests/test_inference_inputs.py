@@ -12,10 +12,10 @@ from dicom_fixtures import make_truncated, us_file
 from monai.data import DataLoader
 from PIL import Image
 
-from tinyusfm_monai.data.readers import LoadUltrasoundImaged
+from tinyusfm_monai.transforms.io import LoadUltrasoundImaged
 from tinyusfm_monai.data.skipping_dataset import SkipUnreadableDataset
-from tinyusfm_monai.data.transforms import ANY_FORMAT, build_preprocessing
-from tinyusfm_monai.dicom.read import DicomInputError
+from tinyusfm_monai.transforms.pipelines import ANY_FORMAT, build_preprocessing
+from tinyusfm_monai.io.dicom import DicomInputError
 
 
 def load(path):
@@ -96,7 +96,7 @@ def test_channel_argmax_is_monai_argmax_and_keeps_metadata():
     from monai.data import MetaTensor
     from monai.transforms import AsDiscrete
 
-    from tinyusfm_monai.data.argmax import ChannelArgmaxd
+    from tinyusfm_monai.transforms.post import ChannelArgmaxd
 
     scores = torch.rand(3, 20, 30)
     scores[:, :5] = 0.5  # ties: the first maximum wins in both

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from pydicom import examples
 
-from tinyusfm_monai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_preprocessing
+from tinyusfm_monai.transforms.pipelines import IMAGENET_MEAN, IMAGENET_STD, build_preprocessing
 
 
 def official_tensor(path, size: int) -> torch.Tensor:

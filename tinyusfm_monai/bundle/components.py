@@ -9,20 +9,11 @@ from typing import Any
 
 from torch import nn
 
-from tinyusfm_monai.networks import LoadReport, VisionTransformer, load_pretrained
+from tinyusfm_monai.networks import LoadReport, backbone_of, load_pretrained
 
 logger = logging.getLogger(__name__)
 
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "relative_position_bias_table", "gamma_1", "gamma_2")
-
-
-def _backbone_of(model: nn.Module) -> tuple[VisionTransformer | None, str]:
-    if isinstance(model, VisionTransformer):
-        return model, ""
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, VisionTransformer):
-        return backbone, "backbone."
-    return None, ""
 
 
 def _layer_id(name: str, prefix: str, depth: int) -> int:
@@ -45,7 +36,7 @@ def layer_decay_param_groups(
     the full rate. Biases, norms, layer-scale, position and cls parameters get no weight decay.
     A model without a ViT backbone gets one group per decay setting.
     """
-    backbone, prefix = _backbone_of(model)
+    backbone, prefix = backbone_of(model) or (None, "")
     depth = backbone.depth if backbone is not None else 0
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, p in model.named_parameters():

@@ -5,9 +5,14 @@ from __future__ import annotations
 from tinyusfm_monai.data.registry import DATASETS, Dataset, Task
 
 from .configs import BUNDLE_VERSION, DEFAULTS
+from .recipes import recipe_for
 
-TINYUSFM_RELEASE = "https://github.com/MacDunno/TinyUSFM"
-USFM_RELEASE = "https://dl.orangedox.com/FDUUSFM"
+# The official weights, as linked from the official READMEs (MacDunno/TinyUSFM and openmedlab/USFM; the USFM link is
+# the same in both). The older dl.orangedox.com/FDUUSFM host expired in 2024 (openmedlab/USFM issue #8).
+OFFICIAL_WEIGHTS = {
+    "TinyUSFM.pth": "https://drive.google.com/file/d/1P_wDuU-StALLJEBaymioaYu52CScW-l-/view?usp=drive_link",
+    "USFM_latest.pth": "https://drive.google.com/file/d/1KRwXZgYterH895Z8EpXpR1L1eSMMJo4q/view",
+}
 
 LICENSE_TEXT = """Copyright (c) tinyusfm-monai contributors
 
@@ -28,18 +33,19 @@ authors under CC BY-NC 4.0, and weights fine-tuned on a dataset carry that datas
 """
 
 
-def large_files() -> str:
-    return f"""# Pretrained backbones (not task weights): fetch with
+def large_files(folder: str = "models/pretrained") -> str:
+    """large_files.yml (model-zoo layout): the official pretrained backbones, not task weights."""
+    entries = "".join(
+        f'  - path: "{folder}/{name}"\n    url: "{url}"\n    hash_val: ""\n    hash_type: ""\n'
+        for name, url in OFFICIAL_WEIGHTS.items()
+    )
+    return f"""# Pretrained backbones (not task weights), from the links in the official READMEs (Google Drive; MONAI
+# fetches them with gdown: pip install gdown). Download with
 #   python -m monai.bundle download_large_files --bundle_path <this bundle>
-# then fine-tune with --pretrained models/pretrained/TinyUSFM.pth (or --backbone usfm --pretrained
-# models/pretrained/USFM_latest.pth). The official pages may serve a landing page rather than the file;
-# if the download fails, save the file by hand at the path below.
+# or save the files by hand at the paths below. Neither project publishes a checksum, so none is pinned here;
+# load_pretrained (strict on shapes) reports exactly what it loaded.
 large_files:
-  - path: "models/pretrained/TinyUSFM.pth"
-    url: "{TINYUSFM_RELEASE}"
-  - path: "models/pretrained/USFM_latest.pth"
-    url: "{USFM_RELEASE}"
-"""
+{entries}"""
 
 
 def data_license(ds: Dataset) -> str:
@@ -55,24 +61,15 @@ def data_license(ds: Dataset) -> str:
 
 
 def _labels_table(task: Task) -> str:
-    head = "| value | label |" if task.task_type == "segmentation" else "| index | class |"
+    head = recipe_for(task).labels_header
     rows = "\n".join(f"| {i} | {name} |" for i, name in enumerate(task.labels))
     return f"{head}\n|---|---|\n{rows}"
 
 
 def bundle_readme(task: Task) -> str:
     ds = DATASETS[task.dataset]
-    seg = task.task_type == "segmentation"
+    recipe = recipe_for(task)
     b = f"bundles/{task.name}"
-    loss = "Dice + cross-entropy (MONAI `DiceCELoss`)" if seg else "cross-entropy"
-    metric = "mean Dice (foreground)" if seg else "accuracy"
-    aug = "flips (h/v), " if task.flip_augment else ""
-    aug += "rotation ±30°" + (", zoom 1–1.3, gamma 0.5–2, contrast 0.5–2 (each p=0.5)" if seg else "")
-    output = (
-        "a label map (PNG, uint8, the registry's values) at the original image size"
-        if seg
-        else "class probabilities (softmax), one CSV row per image"
-    )
     notes = "\n".join(f"* {n}" for n in (task.label_note, task.empty_mask_note) if n)
     split = ds.official_split or (
         "no official split: 70/10/20 by " + ("patient" if ds.has_patient_ids else "image") + ", stratified, fixed seed"
@@ -86,7 +83,7 @@ tinyusfm-monai task registry (do not edit by hand: `tinyusfm-monai bundles gener
 
 TinyUSFM is a 5.5M-parameter ViT-Tiny/16 ultrasound foundation model distilled from USFM
 (Ma et al., arXiv:2510.19239, IEEE JBHI 2026). This bundle fine-tunes it for {ds.organ} ultrasound
-{task.task_type}: {"a ViT → multi-scale pyramid (blocks 4/6/8/12) → FPN decoder" if seg else "mean-pooled patch tokens → `fc_norm` → linear head"}.
+{task.task_type}: {recipe.head_name}.
 The USFM (ViT-B/16) backbone is one override away: `--backbone usfm`.
 
 ## Data
@@ -96,7 +93,7 @@ The USFM (ViT-B/16) backbone is one override away: `--backbone usfm`.
 * Split: {split}
 * Preparation: `tinyusfm-monai prepare {task.dataset} --src RAW --out DATA` writes `DATA/{task.name}/datalist.json`.
 * Without `--dataset_dir`, every config runs on the embedded ultrasound phantom version of this task
-  (synthetic B-mode images with the same {"labels" if seg else "classes"}), generated on first use into
+  (synthetic B-mode images with the same labels), generated on first use into
   `~/.cache/tinyusfm_monai` (`$TINYUSFM_CACHE`). It is for smoke tests, not for clinical performance.
 
 {_labels_table(task)}
@@ -107,12 +104,12 @@ The USFM (ViT-B/16) backbone is one override away: `--backbone usfm`.
 | setting | value |
 |---|---|
 | input | 3 × {DEFAULTS["image_size"]} × {DEFAULTS["image_size"]}, RGB (grey replicated), ImageNet mean/std, rows = image height |
-| output | {output} |
+| output | {recipe.output_name} |
 | optimiser | AdamW, lr {DEFAULTS["learning_rate"]}, weight decay {DEFAULTS["weight_decay"]}, layer-wise lr decay {DEFAULTS["layer_decay"]} |
 | schedule | {DEFAULTS["warmup_epochs"]} warm-up epochs, cosine decay, {DEFAULTS["max_epochs"]} epochs, batch {DEFAULTS["batch_size"]} |
-| loss | {loss} |
-| augmentation | {aug} |
-| model selection | best validation {metric} → `models/model.pt` |
+| loss | {recipe.loss_name} |
+| augmentation | {recipe.augmentation_text(task)} |
+| model selection | best validation {recipe.metric_name} → `models/model.pt` |
 | resume | `models/last.pt` after every epoch (model, optimiser, scheduler, epoch, RNG, best score) |
 
 Layer-wise decay and weight decay are our choices (the official classification code sets layer decay

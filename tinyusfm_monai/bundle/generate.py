@@ -1,19 +1,22 @@
 """`tinyusfm-monai bundles generate`: write every task bundle from the registry.
 
-The committed `bundles/<task>/` folders are this function's output; a test regenerates them and
-fails on any difference, so 19 bundles cannot drift apart. Only the files listed in
-`bundle_files` are owned by the generator; `models/` and `eval/` are left alone.
+The committed `bundles/<name>/` folders (19 task bundles and the distillation bundle) are this module's output; a
+test compares them with what it would write and fails on any difference, so 20 bundles cannot drift apart. Only
+the files listed by `bundle_files` / `distillation_files` are owned by the generator; `models/` and `eval/` are
+left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+from tinyusfm_monai import __version__
 from tinyusfm_monai.data.registry import DATASETS, TASKS, Task
 
-from . import configs, docs
+from . import configs, distillation, docs
 
 # The versions the bundles are written for (metadata "generated with"); pinned so the generated
 # files do not change with whatever happens to be installed.
@@ -24,7 +27,7 @@ VERSIONS = {
     "ignite": "0.5.5",
     "tensorboard": "2.21.0",
     "matplotlib": "3.11.2",
-    "tinyusfm-monai": "0.1.0",
+    "tinyusfm-monai": __version__,
 }
 
 LOGGING_CONF = """[loggers]
@@ -56,7 +59,7 @@ def _json(obj: object) -> str:
 
 
 def bundle_files(task: Task) -> dict[str, str]:
-    """Relative path → content of every generated file of one bundle."""
+    """Relative path → content of every generated file of one task bundle."""
     return {
         "configs/metadata.json": _json(configs.metadata(task, VERSIONS)),
         "configs/train.json": _json(configs.train_config(task)),
@@ -72,23 +75,52 @@ def bundle_files(task: Task) -> dict[str, str]:
     }
 
 
-def _select(tasks: str | Iterable[str]) -> list[Task]:
-    if tasks == "all":
-        return list(TASKS.values())
-    names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
-    return [TASKS[n.strip()] for n in names]
+def distillation_files() -> dict[str, str]:
+    """Relative path → content of every generated file of the distillation bundle."""
+    return {
+        "configs/metadata.json": _json(distillation.metadata(VERSIONS)),
+        "configs/coreset.json": _json(distillation.coreset_config()),
+        "configs/train.json": _json(distillation.train_config()),
+        "configs/multi_gpu_train.json": _json(distillation.multi_gpu_config()),
+        "configs/logging.conf": LOGGING_CONF,
+        "docs/README.md": distillation.readme(),
+        "docs/data_license.txt": distillation.DATA_LICENSE,
+        "LICENSE": docs.LICENSE_TEXT,
+        "large_files.yml": docs.large_files(),
+    }
+
+
+def all_bundles() -> dict[str, Callable[[], dict[str, str]]]:
+    """Bundle folder name → its file generator, for the 19 task bundles and the distillation bundle."""
+    bundles: dict[str, Callable[[], dict[str, str]]] = {
+        name: functools.partial(bundle_files, task) for name, task in TASKS.items()
+    }
+    bundles[distillation.NAME] = distillation_files
+    return bundles
+
+
+def _select(bundles: str | Iterable[str]) -> dict[str, Callable[[], dict[str, str]]]:
+    known = all_bundles()
+    if bundles == "all":
+        return known
+    names = bundles.split(",") if isinstance(bundles, str) else list(bundles)
+    unknown = [n.strip() for n in names if n.strip() not in known]
+    if unknown:
+        raise ValueError(f"unknown bundle(s) {unknown}; known: {sorted(known)}")
+    return {n.strip(): known[n.strip()] for n in names}
 
 
 def generate(out: str = "bundles", tasks: str = "all", check: bool = False) -> list[str]:
     """Write (or with `--check`, compare) the bundles under `out`; returns the files written or differing.
 
-    `--check` exits non-zero-worthy information: it lists every file that differs from the registry.
+    `tasks`: "all" (the 19 task bundles and the distillation bundle) or comma-separated bundle names.
+    `--check` writes nothing and raises SystemExit listing every generated file that differs from the tree.
     """
     root = Path(out)
     touched: list[str] = []
-    for task in _select(tasks):
-        for rel, content in bundle_files(task).items():
-            path = root / task.name / rel
+    for name, files in _select(tasks).items():
+        for rel, content in files().items():
+            path = root / name / rel
             current = path.read_text() if path.is_file() else None
             if current == content:
                 continue

@@ -1,10 +1,11 @@
-"""A task bundle as an in-memory predictor (DICOM batch and node, benchmarks, the demo).
+"""A task bundle as an in-memory predictor: the one predictor of the project (DICOM batch and node, demo,
+benchmarks), and the contract (`Predictor`) the DICOM side is written against.
 
-It runs exactly the bundle's own `inference.json`: the same network_def, the same preprocessing
-transforms (minus the file loader, since the pixels are already in memory) and the trained
-`models/model.pt`. Only the last step differs from the config's postprocessing: the segmentation
-probabilities are resized back to the input size with the same bilinear interpolation that the
-config's `Invertd` applies.
+`BundlePredictor` runs exactly the bundle's own `inference.json`: its `network_def` with the trained
+`models/model.pt`, its `preprocessing` (minus the file loader, since the pixels are already in memory), its
+`inferer` (so an overlay such as `inference_onnx.json` changes the runtime here too) and its `postprocessing`
+minus the steps that write files (`SaveImaged`, `SaveProbabilitiesd`), the filter MONAI Label applies as well.
+Nothing of the config's pipeline is re-implemented here.
 """
 
 from __future__ import annotations
@@ -12,24 +13,63 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.bundle import ConfigParser
-from monai.data import MetaTensor
-from monai.transforms import Compose, LoadImaged
+from monai.data import MetaTensor, decollate_batch
+from monai.transforms import Compose, LoadImaged, SaveImaged
 
-from tinyusfm_monai.data.argmax import channel_argmax
-from tinyusfm_monai.bundle.handlers import TrainedWeightsLoader
 from tinyusfm_monai.data.registry import Task, get_task
+from tinyusfm_monai.handlers.weights import TrainedWeightsLoader
+from tinyusfm_monai.transforms.io import SaveProbabilitiesd
 
 logger = logging.getLogger(__name__)
 
+# postprocessing steps that write files: not part of an in-memory prediction
+FILE_WRITERS = (SaveImaged, SaveProbabilitiesd)
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A model ready to run on one cropped ultrasound frame (what the DICOM side needs).
+
+    - `task`: the registry Task (name, task_type, labels). Segmentation label index == pixel value, 0 = background.
+    - `name`, `version`: written into the outputs as the algorithm identification (bundle name and version).
+    - `predict(image)`: `image` is (H, W, 3) uint8 RGB, rows = image height, the tissue crop of one frame.
+      Classification returns class probabilities of shape (C,) (C = len(task.labels)); segmentation returns an
+      (H, W) uint8 label map at the input size.
+
+    The DICOM tests use small deterministic stand-ins with this interface, so they need no trained weights.
+    """
+
+    task: Task
+    name: str
+    version: str
+
+    def predict(self, image: np.ndarray) -> np.ndarray: ...
+
+
+def config_files(bundle_dir: Path, overlays: Sequence[str] = ()) -> list[str]:
+    """`configs/inference.json` and the named overlays (e.g. "inference_onnx.json"), checked to exist."""
+    files = [bundle_dir / "configs" / name for name in ("inference.json", *overlays)]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing; {bundle_dir} is not a tinyusfm-monai task bundle")
+    return [str(f) for f in files]
+
 
 class BundlePredictor:
-    """`predict((H, W, 3) uint8) -> (C,) probabilities | (H, W) uint8 labels` for one task bundle."""
+    """`predict((H, W, 3) uint8) -> (C,) probabilities | (H, W) uint8 labels` for one task bundle.
+
+    Args:
+        bundle_dir: the task bundle folder.
+        device: torch device name (default: the config's).
+        weights: trained weights (default: `<bundle>/models/model.pt`).
+        overrides: config values, as `--key value` on the command line (e.g. {"image_size": 64}).
+        overlays: extra config files of the bundle merged over inference.json (e.g. ["inference_onnx.json"]).
+    """
 
     def __init__(
         self,
@@ -37,18 +77,16 @@ class BundlePredictor:
         device: str | None = None,
         weights: str | Path | None = None,
         overrides: dict[str, Any] | None = None,
+        overlays: Sequence[str] = (),
     ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
+        files = config_files(self.bundle_dir, overlays)
         meta_file = self.bundle_dir / "configs" / "metadata.json"
-        config_file = self.bundle_dir / "configs" / "inference.json"
-        for f in (meta_file, config_file):
-            if not f.is_file():
-                raise FileNotFoundError(f"{f}: missing; {self.bundle_dir} is not a tinyusfm-monai task bundle")
-        self.metadata = json.loads(meta_file.read_text())
+        self.metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         parser = ConfigParser()
-        parser.read_config(str(config_file))
+        parser.read_config(files)
         parser["bundle_root"] = str(self.bundle_dir)
-        for key, value in (overrides or {}).items():  # e.g. {"image_size": 64}, as `--image_size 64` on the CLI
+        for key, value in (overrides or {}).items():
             parser[key] = value
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
@@ -60,30 +98,53 @@ class BundlePredictor:
         TrainedWeightsLoader(str(weights or self.bundle_dir / "models" / "model.pt"), self.network, str(self.bundle_dir)).load()
         pre = parser.get_parsed_content("preprocessing")
         self.preprocessing = Compose([t for t in pre.transforms if not isinstance(t, LoadImaged)])
+        self.inferer = parser.get_parsed_content("inferer")
+        post = parser.get_parsed_content("postprocessing")
+        self.postprocessing = Compose([t for t in post.transforms if not isinstance(t, FILE_WRITERS)])
 
     @torch.inference_mode()
     def predict_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        tensors = [self._prepare(img) for img in images]
-        logits = self.network(torch.stack(tensors).to(self.device)).float()
-        probs = torch.softmax(logits, dim=1)
-        if self.task.task_type == "classification":
-            return [p.cpu().numpy() for p in probs]
-        out = []
-        for img, p in zip(images, probs):
-            full = F.interpolate(p[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
-            out.append(channel_argmax(full)[0].to(torch.uint8).cpu().numpy())
-        return out
+        """Predict a list of (H, W, 3) or (H, W) images of any sizes; one result per image."""
+        items = [self.preprocessing({"image": _as_loaded(img)}) for img in images]
+        batch = torch.stack([item["image"] for item in items]).to(self.device)
+        logits = self.inferer(batch, self.network)
+        results = []
+        for item, pred in zip(items, decollate_batch(logits)):
+            out = self.postprocessing({**item, "pred": pred})["pred"]
+            out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+            results.append((out[0] if out.ndim == 3 else out).cpu().numpy())  # a label map drops its channel axis
+        return results
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         return self.predict_batch([image])[0]
 
-    def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        if image.ndim == 2:
-            image = image[..., None]
-        image = image.astype(np.float32)  # what LoadImaged hands the transforms
-        meta = {"original_channel_dim": -1, "filename_or_obj": "in-memory"}
-        return self.preprocessing({"image": MetaTensor(np.ascontiguousarray(image), meta=meta)})["image"].as_tensor()
+
+def _as_loaded(image: np.ndarray) -> MetaTensor:
+    """What `LoadImaged` hands the transforms: a channel-last float array with its metadata."""
+    if image.ndim == 2:
+        image = image[..., None]
+    meta = {"original_channel_dim": -1, "filename_or_obj": "in-memory"}
+    return MetaTensor(np.ascontiguousarray(image.astype(np.float32)), meta=meta)
 
 
-def load_predictor(bundle_dir: str | Path) -> BundlePredictor:
-    return BundlePredictor(bundle_dir)
+def load_predictor(bundle_dir: str | Path, **kwargs: Any) -> BundlePredictor:
+    """The predictor of a task bundle (keyword arguments as `BundlePredictor`)."""
+    return BundlePredictor(bundle_dir, **kwargs)
+
+
+def checked_prediction(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+    """Run the predictor and validate its output against the task, so a model bug fails loudly, not as bad DICOM."""
+    task = predictor.task
+    out = np.asarray(predictor.predict(image))
+    if task.task_type == "classification":
+        out = out.astype(np.float64).reshape(-1)
+        if out.shape != (len(task.labels),):
+            raise ValueError(f"{predictor.name}: expected {len(task.labels)} probabilities, got shape {out.shape}")
+        if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1 + 1e-6:
+            raise ValueError(f"{predictor.name}: probabilities must be finite and within [0, 1]")
+        return out
+    if out.shape != image.shape[:2]:
+        raise ValueError(f"{predictor.name}: label map of shape {out.shape}, expected {image.shape[:2]}")
+    if out.size and (out.min() < 0 or out.max() >= len(task.labels)):
+        raise ValueError(f"{predictor.name}: label values must lie in [0, {len(task.labels) - 1}]")
+    return out.astype(np.uint8)

@@ -14,9 +14,10 @@ from typing import Any
 
 from monai.data import load_decathlon_datalist
 
+from tinyusfm_monai.io import formats
+
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 SPLITS = ("training", "validation", "test")
 DATALIST_NAME = "datalist.json"
 
@@ -57,27 +58,16 @@ def task_datalist(task: str, dataset_dir: str | None, split: str) -> list[dict[s
     return load_decathlon_datalist(str(path), is_segmentation=is_seg, data_list_key=split)
 
 
-def list_images(folder: str | Path) -> list[dict[str, str]]:
-    """Every image file below `folder`, sorted, as `{"image": path}` items."""
-    from tinyusfm_monai.dicom.reader import looks_like_dicom
-
-    folder = Path(folder).expanduser()
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and (p.name.lower().endswith(IMAGE_SUFFIXES) or (not p.suffix and looks_like_dicom(p)))
-    )
-    return [{"image": str(p)} for p in files]
-
-
 def inference_datalist(task: str, dataset_dir: str | None) -> list[dict[str, Any]]:
     """Images to predict: a folder of images, a datalist's test split, or the phantom's test split."""
     if dataset_dir:
         path = Path(dataset_dir).expanduser()
         if path.is_dir() and not (path / DATALIST_NAME).is_file():
-            items = list_images(path)
+            items = [{"image": str(p)} for p in formats.list_images(path)]
             if not items:
-                raise FileNotFoundError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM)")
+                raise FileNotFoundError(
+                    f"{path}: no images found (looked for {', '.join(formats.ALL_SUFFIXES)} and DICOM by content)"
+                )
             return items
         if path.is_file() and path.suffix != ".json":
             return [{"image": str(path)}]

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tinyusfm_monai.utils import atomic_write
+
 from .phantom_physics import Rendering, Scene, render, render_full
 from .phantom_tasks import pool_scene, sample_rng, task_scene
 from .registry import TASKS, get_task
@@ -48,12 +50,6 @@ __all__ = [
 
 def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, compress_level=PNG_COMPRESS_LEVEL)
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def render_sample(task: str, split: str, index: int, image_size: int = 224, seed: int = 0,
@@ -120,7 +116,7 @@ def generate_task(
         "image_size": image_size,
     }
     path = out / DATALIST
-    _write_json_atomic({**meta, **datalist}, path)
+    atomic_write(path, json.dumps({**meta, **datalist}, indent=1))
     return path
 
 
@@ -146,7 +142,7 @@ def generate_pool(
     path = out / DATALIST
     meta = {"name": "ultrasound phantom pool", "phantom_version": PHANTOM_VERSION, "seed": seed,
             "image_size": image_size}
-    _write_json_atomic({**meta, "training": entries}, path)
+    atomic_write(path, json.dumps({**meta, "training": entries}, indent=1))
     return path
 
 

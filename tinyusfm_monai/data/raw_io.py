@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tinyusfm_monai.data.converters.base import SampleError
+from tinyusfm_monai.io.formats import PIL, SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -82,7 +82,7 @@ def image_files(folder: Path) -> list[Path]:
     """Image files directly in `folder`, naturally sorted; hidden files (._*, .DS_Store) skipped."""
     if not folder.is_dir():
         return []
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES[PIL]]
     return sorted((p for p in files if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
 
 

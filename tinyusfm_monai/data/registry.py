@@ -13,10 +13,6 @@ from typing import Literal
 
 TaskType = Literal["classification", "segmentation"]
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "mcc", "balanced_accuracy")
-SEGMENTATION_METRICS = ("dice", "iou", "hd95", "sensitivity", "specificity")
-
-
 @dataclass(frozen=True)
 class Dataset:
     """A public dataset as its publisher ships it."""
@@ -43,20 +39,12 @@ class Task:
     # segmentation: label names, index == pixel value, index 0 is always "background".
     labels: tuple[str, ...]
     label_note: str = ""  # why these labels, where the publication does not settle them
-    image_size: int = 224
-    metrics: tuple[str, ...] = field(default=())
     # Segmentation tasks whose object can be legitimately absent (NerveSeg) need a stated rule.
     empty_mask_note: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
-
-    @property
-    def default_metrics(self) -> tuple[str, ...]:
-        if self.metrics:
-            return self.metrics
-        return CLASSIFICATION_METRICS if self.task_type == "classification" else SEGMENTATION_METRICS
 
     @property
     def flip_augment(self) -> bool:

@@ -30,7 +30,7 @@ def load_bundle_network(
     """The bundle's `network_def` with trained weights, in eval mode on CPU, and its input size."""
     from monai.bundle import ConfigParser
 
-    from tinyusfm_monai.bundle.handlers import TrainedWeightsLoader
+    from tinyusfm_monai.handlers.weights import TrainedWeightsLoader
 
     bundle = Path(bundle).resolve()
     parser = ConfigParser()

@@ -17,10 +17,11 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyusfm_monai.dicom.predictor import Predictor, load_predictor
+from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output, redact
 from tinyusfm_monai.dicom.process import process_file
-from tinyusfm_monai.dicom.read import DicomInputError, iter_files, read_dataset
+from tinyusfm_monai.io.dicom import DicomInputError, read_dataset
+from tinyusfm_monai.io.formats import iter_files
 
 log = logging.getLogger("tinyusfm_monai.dicom.batch")
 

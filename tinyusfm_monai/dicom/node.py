@@ -34,10 +34,11 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 
-from tinyusfm_monai.dicom.predictor import Predictor, load_predictor
+from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
-from tinyusfm_monai.dicom.read import ULTRASOUND_SOP_CLASSES, DicomInputError
+from tinyusfm_monai.io.dicom import ULTRASOUND_SOP_CLASSES, DicomInputError
+from tinyusfm_monai.utils import TEMP_PREFIX, atomic_write
 
 log = logging.getLogger("tinyusfm_monai.dicom.node")
 
@@ -62,23 +63,6 @@ class Destination:
         if not match:
             raise ValueError(f"destination {text!r}: expected AE_TITLE@host:port")
         return cls(match.group(1), match.group(2), int(match.group(3)))
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{threading.get_ident()}-{path.name}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 class UltrasoundNode:
@@ -142,7 +126,7 @@ class UltrasoundNode:
         if self.keep_done:
             self.done.mkdir(parents=True, exist_ok=True)
         leftovers = sorted(
-            (p for p in self.incoming.glob("*.dcm") if not p.name.startswith(".tmp-")), key=lambda p: p.stat().st_mtime
+            (p for p in self.incoming.glob("*.dcm") if not p.name.startswith(TEMP_PREFIX)), key=lambda p: p.stat().st_mtime
         )
         if leftovers:
             log.info("recovering %d unprocessed instance(s) from the spool", len(leftovers))
@@ -191,7 +175,7 @@ class UltrasoundNode:
             return STATUS_CANNOT_UNDERSTAND
         path = self.incoming / f"{sop_uid}.dcm"
         try:
-            _fsync_write(path, event.encoded_dataset(include_meta=True))
+            atomic_write(path, event.encoded_dataset(include_meta=True))
         except Exception as exc:
             log.error("C-STORE SOP %s: cannot persist (%s)", sop_uid, type(exc).__name__)
             return STATUS_OUT_OF_RESOURCES

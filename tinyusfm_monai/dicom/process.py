@@ -7,7 +7,6 @@ study processed in batch and later re-sent by the PACS does not create a second 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from tinyusfm_monai.dicom import write
-from tinyusfm_monai.dicom.predictor import Predictor, checked_prediction
-from tinyusfm_monai.dicom.read import UltrasoundImage, read_ultrasound
+from tinyusfm_monai.utils import atomic_path
+from tinyusfm_monai.bundle.predictor import Predictor, checked_prediction
+from tinyusfm_monai.io.dicom import UltrasoundImage, read_ultrasound
 
 SEG_TYPES = ("binary", "labelmap")
 
@@ -33,16 +33,9 @@ class InstanceResult:
 
 
 def save_atomically(ds: Dataset, path: Path) -> Path:
-    """Write to a temporary file in the target folder, then rename: a crash never leaves half a DICOM file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
+    """A crash never leaves half a DICOM file where a PACS or a rerun would find it."""
+    with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
@@ -35,8 +36,10 @@ from pydicom.uid import generate_uid
 
 from tinyusfm_monai.dicom.concepts import class_concept, segment_concept
 from tinyusfm_monai.dicom.contours import outer_polygons
-from tinyusfm_monai.dicom.predictor import Predictor
-from tinyusfm_monai.dicom.read import UltrasoundImage
+from tinyusfm_monai.io.dicom import UltrasoundImage
+
+if TYPE_CHECKING:
+    from tinyusfm_monai.bundle.predictor import Predictor
 
 MANUFACTURER = "tinyusfm-monai"
 SERIES_NUMBERS = {"SEG": 9101, "SR": 9102, "SC": 9103}

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+
+from .settings import OURS, PAPER, from_mapping, setting
 
 GRANULARITIES = ("image", "token")
 MAPPINGS = ("linear", "softmax", "power")
@@ -34,13 +37,13 @@ class ConsistencyWeighting:
         uniform weights to full weighting over `ramp_fraction` of training.
     """
 
-    enabled: bool = True
-    granularity: str = "image"
-    mapping: str = "softmax"
-    temperature: float = 0.1
-    normalize: bool = True
-    schedule: str = "linear"
-    ramp_fraction: float = 0.3
+    enabled: bool = setting(True, PAPER, "weight the transferred knowledge by the teacher's view consistency")
+    granularity: str = setting("image", OURS, "cosine per image (mean patch token) | per token")
+    mapping: str = setting("softmax", OURS, "cosine to weight: softmax over the batch | linear | power")
+    temperature: float = setting(0.1, OURS, "sharpness of softmax / power")
+    normalize: bool = setting(True, OURS, "rescale weights to mean 1 over the batch")
+    schedule: str = setting("linear", OURS, "blend from uniform to full weighting: linear | cosine | constant")
+    ramp_fraction: float = setting(0.3, OURS, "fraction of training over which the weighting is blended in")
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -49,6 +52,11 @@ class ConsistencyWeighting:
             raise ValueError(f"consistency mapping {self.mapping!r}: choose one of {MAPPINGS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"consistency schedule {self.schedule!r}: choose one of {SCHEDULES}")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> "ConsistencyWeighting":
+        """From the bundle's `consistency` section (unknown keys are an error)."""
+        return from_mapping(cls, settings)
 
     def strength(self, progress: float) -> float:
         """Blend factor α in [0, 1] at training progress in [0, 1]: w_eff = (1 - α) + α · w."""

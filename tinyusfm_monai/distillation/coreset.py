@@ -19,14 +19,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .features import FeatureStore, dist_info, extract_features, pooled_teacher_embedding
+from tinyusfm_monai.utils import atomic_write, rank_and_world_size
+
+from .features import FeatureStore, extract_features, pooled_teacher_embedding
 from .pool import load_manifest
 from .quality import QualityScorer, quality_scores
+from .settings import OURS, PAPER, from_mapping, setting
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +247,7 @@ def write_outputs(out_dir: str | os.PathLike, selection: Selection, samples: Seq
     mask[selection.selected] = True
     datalist = {"strategy": selection.strategy, "budget": selection.budget, "pool_size": len(samples), **extra,
                 "training": [dict(samples[i]) for i in selection.selected]}
-    dl_path = out / "coreset_datalist.json"
-    tmp = dl_path.with_name(dl_path.name + ".tmp")
-    tmp.write_text(json.dumps(datalist, indent=1))
-    tmp.replace(dl_path)
+    dl_path = atomic_write(out / "coreset_datalist.json", json.dumps(datalist, indent=1))
     cols = selection.columns
     names = [c for c in ("cluster", "distance", "distance_pct", "quality", "quality_pct", "dual") if c in cols]
     csv_path = out / "scores.csv"
@@ -271,44 +271,56 @@ def _fmt(v: Any) -> Any:
 # ---- the whole coreset step -------------------------------------------------------------------------------------
 
 
+@dataclass
+class CoresetSettings:
+    """The coreset step's choices (config section `coreset` of coreset.json)."""
+
+    strategy: str = setting("dual", PAPER, "random | distance | quality | dual (random = the random-subset ablation)")
+    budget: float = setting(0.1, PAPER, "fraction (<= 1) or count (> 1) of the pool to keep (paper: down to 10 %)")
+    num_clusters: int = setting(4, OURS, "k-means clusters of the teacher's pooled features (~100 for millions)")
+    kmeans_iters: int = setting(10, OURS, "Lloyd iterations (k-means++ initialisation)")
+    normalize: bool = setting(True, OURS, "cluster L2-normalised features")
+    min_per_cluster: int = setting(1, OURS, "floor of each cluster's quota (quotas proportional to cluster size)")
+    distance_order: str = setting("closest_first", PAPER, "closest_first (the figure ranks the closest 1st) | farthest_first")
+    dual_weight: float = setting(0.5, OURS, "Dual Rank: weight of the distance percentile (rest: quality)")
+    quality_quotas: bool = setting(False, OURS, "quality strategy picks within cluster quotas")
+    proxy_epochs: int = setting(3, OURS, "proxy-distillation epochs whose per-sample gradients make the Quality Rank")
+    proxy_lr: float = setting(1e-4, OURS, "AdamW learning rate of the proxy")
+    oscillation_weight: float = setting(1.0, OURS, "quality = mean normalised gradient − this × mean epoch-to-epoch change")
+    batch_size: int = setting(8, OURS, "batch of the feature and proxy passes")
+    shard_size: int = setting(4096, OURS, "samples per feature shard (the unit of resume and of rank sharding)")
+    num_workers: int = setting(0, OURS, "DataLoader workers")
+    feature_dtype: str = setting("float16", OURS, "storage of the teacher features (float16: 3.4 GB for 2.2M)")
+
+
 class CoresetPipeline:
     """configs/coreset.json `run`: teacher features → clusters → proxy gradients → ranks → selection → files.
 
     Every stage is skipped when the chosen strategy does not need it (random needs none) and resumes from what is
     on disk. Under torchrun (WORLD_SIZE > 1) the process group is initialised here (NCCL on GPU, Gloo on CPU),
     ranks split the shards, and rank 0 writes the selection.
+
+    Args:
+        manifest: the pool manifest (`pool.prepare_pool`).
+        output_dir: where features, gradient records and the selection go.
+        teacher: the frozen teacher (its pooled features are clustered).
+        transform: the pool preprocessing.
+        proxy_backbone: the proxy student of the Quality Rank.
+        settings: the `coreset` config section (`CoresetSettings`).
+        device, amp, seed: where and how to run.
     """
 
     def __init__(self, manifest: str, output_dir: str, teacher: Any, transform: Callable, proxy_backbone: Any = None,
-                 strategy: str = "dual", budget: float = 0.1, num_clusters: int = 8, kmeans_iters: int = 10,
-                 normalize: bool = True, min_per_cluster: int = 1, distance_order: str = "closest_first",
-                 dual_weight: float = 0.5, quality_quotas: bool = False, proxy_epochs: int = 3, proxy_lr: float = 1e-4,
-                 oscillation_weight: float = 1.0, batch_size: int = 16, shard_size: int = 4096,
-                 num_workers: int = 0, feature_dtype: str = "float16", device: str | torch.device = "cpu",
+                 settings: Mapping[str, Any] | CoresetSettings | None = None, device: str | torch.device = "cpu",
                  amp: bool = False, seed: int = 0) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"coreset strategy {strategy!r}: choose one of {STRATEGIES}")
         self.manifest = manifest
         self.output_dir = Path(output_dir)
         self.teacher = teacher
         self.transform = transform
         self.proxy_backbone = proxy_backbone
-        self.strategy = strategy
-        self.budget = budget
-        self.num_clusters = num_clusters
-        self.kmeans_iters = kmeans_iters
-        self.normalize = normalize
-        self.min_per_cluster = min_per_cluster
-        self.distance_order = distance_order
-        self.dual_weight = dual_weight
-        self.quality_quotas = quality_quotas
-        self.proxy_epochs = proxy_epochs
-        self.proxy_lr = proxy_lr
-        self.oscillation_weight = oscillation_weight
-        self.batch_size = batch_size
-        self.shard_size = shard_size
-        self.num_workers = num_workers
-        self.feature_dtype = feature_dtype
+        self.settings = from_mapping(CoresetSettings, settings)
+        if self.settings.strategy not in STRATEGIES:
+            raise ValueError(f"coreset strategy {self.settings.strategy!r}: choose one of {STRATEGIES}")
         self.device = torch.device(device)
         self.amp = amp
         self.seed = seed
@@ -322,8 +334,10 @@ class CoresetPipeline:
     def run(self) -> Optional[dict]:
         import torch.distributed as dist
 
+        cfg = self.settings
+
         self._maybe_init_dist()
-        rank, world = dist_info()
+        rank, world = rank_and_world_size()
         manifest = load_manifest(self.manifest)
         samples = manifest["training"]
         n = len(samples)
@@ -334,40 +348,40 @@ class CoresetPipeline:
         timings: dict[str, float] = {}
         labels = dists = quality = None
         store = FeatureStore(self.output_dir / "features")
-        if self.strategy != "random":
+        if cfg.strategy != "random":
             t = time.time()
             extract_features(items, manifest["pool_hash"], pooled_teacher_embedding(self.teacher),
-                             self.teacher.embed_dim, store, self.transform, self.batch_size, self.shard_size,
-                             self.num_workers, self.device, self.feature_dtype, self.amp)
+                             self.teacher.embed_dim, store, self.transform, cfg.batch_size, cfg.shard_size,
+                             cfg.num_workers, self.device, cfg.feature_dtype, self.amp)
             if dist.is_initialized():
                 dist.barrier()
             store.wait_complete()
             timings["features_s"] = time.time() - t
-        if self.strategy in ("quality", "dual"):
+        if cfg.strategy in ("quality", "dual"):
             t = time.time()
             if self.proxy_backbone is None:
                 raise ValueError("quality/dual strategies need a proxy_backbone (the proxy student)")
-            scorer = QualityScorer(self.output_dir / "quality", self.proxy_backbone, self.proxy_epochs, self.proxy_lr,
-                                   batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+            scorer = QualityScorer(self.output_dir / "quality", self.proxy_backbone, cfg.proxy_epochs, cfg.proxy_lr,
+                                   batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=self.device,
                                    seed=self.seed)
             scorer.run(items, store, self.transform)
-            quality = quality_scores(scorer.gradients(store), self.oscillation_weight)
+            quality = quality_scores(scorer.gradients(store), cfg.oscillation_weight)
             timings["quality_s"] = time.time() - t
         if rank != 0:
             return None
-        if self.strategy in ("distance", "dual"):
+        if cfg.strategy in ("distance", "dual"):
             t = time.time()
-            centers = kmeans(store, self.num_clusters, self.kmeans_iters, self.seed, self.normalize,
+            centers = kmeans(store, cfg.num_clusters, cfg.kmeans_iters, self.seed, cfg.normalize,
                              device=self.device)
-            labels, dists = assign(store, centers, self.normalize, device=self.device)
+            labels, dists = assign(store, centers, cfg.normalize, device=self.device)
             np.save(self.output_dir / "cluster_centres.npy", centers)
             timings["clustering_s"] = time.time() - t
-        selection = select(self.strategy, n, self.budget, labels, dists, quality, self.dual_weight,
-                           self.min_per_cluster, self.distance_order, self.quality_quotas, self.seed)
-        extra = {"pool_hash": manifest["pool_hash"], "num_clusters": self.num_clusters,
+        selection = select(cfg.strategy, n, cfg.budget, labels, dists, quality, cfg.dual_weight,
+                           cfg.min_per_cluster, cfg.distance_order, cfg.quality_quotas, self.seed)
+        extra = {"pool_hash": manifest["pool_hash"], "num_clusters": cfg.num_clusters,
                  "teacher_pretrained": bool(getattr(self.teacher, "pretrained", False))}
         files = write_outputs(self.output_dir, selection, samples, extra)
         timings["total_s"] = time.time() - t0
-        logger.info("coreset (%s): %d of %d samples selected -> %s (%s)", self.strategy, selection.budget, n,
+        logger.info("coreset (%s): %d of %d samples selected -> %s (%s)", cfg.strategy, selection.budget, n,
                     files["datalist"], ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
         return {**files, "selected": int(selection.budget), "timings": timings}

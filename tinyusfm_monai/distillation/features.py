@@ -18,28 +18,15 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
+from tinyusfm_monai.utils import atomic_path, atomic_write, rank_and_world_size
+
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
-def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None) -> tuple[int, int]:
-    """(rank, world size) from arguments, an initialised process group, or the torchrun environment."""
-    if rank is not None and world_size is not None:
-        return rank, world_size
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def shard_ranges(num_samples: int, shard_size: int) -> List[tuple[int, int]]:
     return [(s, min(s + shard_size, num_samples)) for s in range(0, num_samples, shard_size)]
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 class FeatureStore:
@@ -67,7 +54,7 @@ class FeatureStore:
                 raise ValueError(f"{self.root} holds features of another pool or setting ({old}); remove it or "
                                  f"use another output folder (wanted {meta})")
             return
-        _write_json_atomic(meta, self.meta_path)
+        atomic_write(self.meta_path, json.dumps(meta, indent=1))
 
     def shard_path(self, index: int) -> Path:
         return self.root / f"shard_{index:05d}.npy"
@@ -140,7 +127,7 @@ def extract_features(
     world_size: Optional[int] = None,
 ) -> dict:
     """Compute `embed(images)` for this rank's unfinished shards; returns {"computed": n, "skipped": n, "seconds"}."""
-    rank, world_size = dist_info(rank, world_size)
+    rank, world_size = rank_and_world_size(rank, world_size)
     device = torch.device(device)
     store.init(pool_hash, len(items), dim, shard_size, dtype)
     ranges = store.ranges()
@@ -152,20 +139,19 @@ def extract_features(
         if store.done_path(index).is_file():
             skipped += e - s
             continue
-        partial = store.root / f"shard_{index:05d}.partial.npy"
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=DTYPES[dtype], shape=(e - s, dim))
-        row = 0
-        for batch in _loader(items[s:e], transform, batch_size, num_workers):
-            x = batch["image"]
-            x = (x.as_tensor() if hasattr(x, "as_tensor") else x).to(device)
-            with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
-                f = embed(x)
-            out[row:row + f.shape[0]] = f.float().cpu().numpy()
-            row += f.shape[0]
-        out.flush()
-        del out
-        os.replace(partial, store.shard_path(index))
-        _write_json_atomic({"rows": e - s, "rank": rank}, store.done_path(index))
+        with atomic_path(store.shard_path(index)) as partial:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=DTYPES[dtype], shape=(e - s, dim))
+            row = 0
+            for batch in _loader(items[s:e], transform, batch_size, num_workers):
+                x = batch["image"]
+                x = (x.as_tensor() if hasattr(x, "as_tensor") else x).to(device)
+                with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+                    f = embed(x)
+                out[row : row + f.shape[0]] = f.float().cpu().numpy()
+                row += f.shape[0]
+            out.flush()
+            del out
+        atomic_write(store.done_path(index), json.dumps({"rows": e - s, "rank": rank}))
         computed += e - s
         logger.info("features: shard %d/%d done (%d samples)", index + 1, len(ranges), e - s)
     seconds = time.time() - t0

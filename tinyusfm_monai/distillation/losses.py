@@ -10,13 +10,14 @@ not depend on the teacher being right.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .masks import FREQUENCY, SPATIAL
+from .settings import DistillSettings, from_mapping
 
 FEATURE_LOSSES = ("mse", "smooth_l1", "cosine")
 ATTN_LOSSES = ("kl", "mse")
@@ -85,6 +86,14 @@ class DistillationLoss(nn.Module):
         self.norm_pix = norm_pix
         self.recon_region = recon_region
         self.patch_size = patch_size
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | DistillSettings | None = None,
+                      patch_size: int = 16) -> "DistillationLoss":
+        """From the bundle's `distill` section (`DistillSettings`); `patch_size` is the student's."""
+        s = from_mapping(DistillSettings, settings)
+        return cls(s.feature_weight, s.attn_weight, s.recon_weight, s.feature_loss, s.target_norm, s.attn_loss,
+                   s.norm_pix, s.recon_region, patch_size)
 
     def _feature_term(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-token loss (B, T)."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
+
+from .settings import MAE_LITE, OURS, MaskSettings, from_mapping, setting
 
 SPATIAL = "spatial"
 FREQUENCY = "frequency"
@@ -30,10 +32,10 @@ class SpatialMask:
     noise_std: std of the noise fill in normalised units.
     """
 
-    patch_size: int = 16
-    ratio: float = 0.75
-    fill: str = "noise"
-    noise_std: float = 1.0
+    patch_size: int = setting(16, MAE_LITE, "side of a masked square in pixels (the ViT patch)")
+    ratio: float = setting(0.75, MAE_LITE, "fraction of patches masked")
+    fill: str = setting("noise", MAE_LITE, "what replaces a masked patch: noise (USFM noise addition) | zero | mean")
+    noise_std: float = setting(1.0, OURS, "std of the noise fill in normalised units")
 
     def __post_init__(self) -> None:
         if self.fill not in FILLS:
@@ -81,10 +83,10 @@ class FrequencyMask:
     (the DC bin) even when the first ring is stopped, so the view is not just a brightness shift.
     """
 
-    num_bands: int = 8
-    ratio: float = 0.25
-    bands: Optional[Sequence[Sequence[float]]] = None
-    keep_dc: bool = True
+    num_bands: int = setting(8, OURS, "equal radial rings from DC to the spectrum corner (band-stop: USFM)")
+    ratio: float = setting(0.25, OURS, "fraction of rings stopped per image (at least one)")
+    bands: Optional[Sequence[Sequence[float]]] = setting(None, OURS, "fixed [low, high] rings instead (1 = Nyquist)")
+    keep_dc: bool = setting(True, OURS, "keep the image mean (DC bin) even when the first ring is stopped")
 
     def __post_init__(self) -> None:
         if self.bands is None and (self.num_bands < 1 or not 0.0 < self.ratio <= 1.0):
@@ -138,6 +140,18 @@ class DomainMasker:
         self.frequency = frequency
         self.hflip_prob = hflip_prob
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> "DomainMasker":
+        """From the bundle's `masks` section: `MaskSettings` plus the `spatial` and `frequency` mask fields."""
+        settings = dict(settings or {})
+        spatial, frequency = settings.pop("spatial", None), settings.pop("frequency", None)
+        view = from_mapping(MaskSettings, settings)
+        return cls(
+            from_mapping(SpatialMask, spatial) if view.spatial_enabled else None,
+            from_mapping(FrequencyMask, frequency) if view.frequency_enabled else None,
+            view.hflip_prob,
+        )
+
     @property
     def views(self) -> list[str]:
         return [name for name, m in ((SPATIAL, self.spatial), (FREQUENCY, self.frequency)) if m is not None]
@@ -164,9 +178,8 @@ def build_masker(
     frequency: Optional[dict] = None,
     hflip_prob: float = 0.5,
 ) -> DomainMasker:
-    """Config entry point: the ablations are `--masks#spatial_enabled false` / `--masks#frequency_enabled false`."""
-    return DomainMasker(
-        SpatialMask(**(spatial or {})) if spatial_enabled else None,
-        FrequencyMask(**(frequency or {})) if frequency_enabled else None,
-        hflip_prob,
+    """Python entry point with the config's argument names (`DomainMasker.from_settings` reads the section)."""
+    return DomainMasker.from_settings(
+        {"spatial_enabled": spatial_enabled, "frequency_enabled": frequency_enabled, "spatial": spatial,
+         "frequency": frequency, "hflip_prob": hflip_prob}
     )

@@ -8,7 +8,7 @@ constant parameters every epoch. `network_def` of the bundle is the bare student
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,8 @@ from torch import nn
 
 from tinyusfm_monai.networks import VisionTransformer, load_pretrained
 from tinyusfm_monai.networks.vit import Block
+
+from .settings import DistillSettings, from_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,14 @@ class DistillationModel(nn.Module):
             if recon_weight > 0 else None
         )
 
+    @classmethod
+    def from_settings(cls, student: VisionTransformer, teacher: FrozenTeacher,
+                      settings: Mapping[str, Any] | DistillSettings | None = None) -> "DistillationModel":
+        """From the bundle's `distill` section (`DistillSettings`)."""
+        s = from_mapping(DistillSettings, settings)
+        return cls(student, teacher, s.student_layers, s.student_attn_layers, s.feature_weight, s.attn_weight,
+                   s.recon_weight, s.decoder_dim, s.decoder_depth, s.decoder_heads)
+
     def forward(self, x: torch.Tensor) -> Dict[str, object]:
         final, tokens, attns = self.student.forward_features(x, self.student_layers, self.student_attn_layers)
         features = [proj(t) for proj, t in zip(self.projectors, tokens)]
@@ -158,7 +168,3 @@ class DistillationModel(nn.Module):
         recon = self.decoder(final[:, 1:]) if self.decoder is not None else None
         return {"final": final, "features": features, "attn": adapted, "recon": recon}
 
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The module inside DDP / DataParallel wrappers."""
-    return network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network

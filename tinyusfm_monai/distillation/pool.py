@@ -18,7 +18,8 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from tinyusfm_monai.dicom.reader import DICOM_FILE_SUFFIXES, looks_like_dicom
+from tinyusfm_monai.io import formats
+from tinyusfm_monai.utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ def _file_hash(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _is_dicom(path: Path) -> bool:
-    return path.suffix.lower() in DICOM_FILE_SUFFIXES or (not path.suffix and looks_like_dicom(path))
-
-
 def _image_samples(path: Path, digest: str) -> list[dict[str, Any]]:
     from PIL import Image
 
@@ -48,7 +45,7 @@ def _image_samples(path: Path, digest: str) -> list[dict[str, Any]]:
 
 
 def _dicom_samples(path: Path, digest: str) -> list[dict[str, Any]]:
-    from tinyusfm_monai.dicom.read import check_ultrasound, read_dataset
+    from tinyusfm_monai.io.dicom import check_ultrasound, read_dataset
 
     ds = read_dataset(path, pixels=False)
     check_ultrasound(path, ds)
@@ -61,19 +58,10 @@ def _dicom_samples(path: Path, digest: str) -> list[dict[str, Any]]:
 
 
 def _candidate_files(source: Path) -> list[Path]:
-    if source.is_file():
-        if source.suffix.lower() == ".json":
-            return _datalist_files(source)
-        return [source]
-    files = []
-    for dirpath, dirnames, filenames in os.walk(source):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if name.startswith(".") or name.upper() == "DICOMDIR" or p.suffix.lower() == ".json":
-                continue
-            files.append(p)
-    return files
+    """Every file of a source (datalist JSONs expanded): non-images are kept, to be listed as unreadable."""
+    if source.is_file() and source.suffix.lower() == ".json":
+        return _datalist_files(source)
+    return [p for p in formats.iter_files(source) if p.suffix.lower() != ".json"]
 
 
 def _datalist_files(datalist: Path) -> list[Path]:
@@ -109,7 +97,7 @@ def build_manifest(sources: Sequence[str | os.PathLike] | str | os.PathLike, out
             seen.add(key)
             try:
                 digest = _file_hash(path)
-                samples.extend(_dicom_samples(path, digest) if _is_dicom(path) else _image_samples(path, digest))
+                samples.extend(_dicom_samples(path, digest) if formats.is_dicom(path) else _image_samples(path, digest))
             except Exception as exc:  # any decoder error: list and skip, never abort a pool scan
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 unreadable.append({"path": str(path), "reason": reason})
@@ -125,11 +113,7 @@ def build_manifest(sources: Sequence[str | os.PathLike] | str | os.PathLike, out
         "training": samples,
         "unreadable": unreadable,
     }
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(out)
+    out = atomic_write(out_path, json.dumps(manifest, indent=1))
     logger.info("pool manifest %s: %d samples, %d unreadable", out, len(samples), len(unreadable))
     return out
 
@@ -183,70 +167,3 @@ def manifest_datalist(manifest_path: str | os.PathLike, datalist: str | os.PathL
     else:
         items = load_manifest(manifest_path)["training"]
     return [{"image": it["image"], "frame": int(it.get("frame", -1))} for it in items]
-
-
-def read_sample(path: str, frame: int = -1) -> np.ndarray:
-    """One pool sample as a channel-first uint8 RGB array (3, H, W), rows = image height (official orientation).
-
-    2D files go through PIL `convert("RGB")` (as the official pipeline); DICOM frames through the project's
-    ultrasound DICOM decoder, cropped to the tissue region of the Sequence of Ultrasound Regions.
-    """
-    p = Path(path)
-    if frame >= 0 or _is_dicom(p):
-        from tinyusfm_monai.dicom.read import read_ultrasound
-
-        index = max(frame, 0)
-        image = read_ultrasound(p, lambda n: [min(index, n - 1)])
-        array = image.cropped(0)
-    else:
-        from PIL import Image
-
-        with Image.open(p) as im:
-            array = np.asarray(im.convert("RGB"))
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-class LoadPoolImaged(MapTransform):
-    """Load a pool sample (`image` path + `frame`) as a (3, H, W) float array in [0, 255]; the rest of the
-    pipeline is the shared `image_intensity_config` (RGB, [0, 1], resize, ImageNet normalisation)."""
-
-    def __init__(self, keys: KeysCollection = "image", frame_key: str = "frame", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.frame_key = frame_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        frame = int(d.get(self.frame_key, -1))
-        for key in self.key_iterator(d):
-            d[key] = read_sample(str(d[key]), frame).astype(np.float32)
-        return d
-
-
-def pool_transform_config(image_size: int | str = 224, key: str = "image") -> list[dict[str, Any]]:
-    """Deterministic pool preprocessing (config dicts): our sample loader, then the project's shared pipeline
-    (`tinyusfm_monai.data.transforms`: RGB, [0, 1], resize, ImageNet normalisation) minus its file reader.
-
-    `image_size` may be a config reference ("@image_size"); the bundle JSON lists are tested to equal this.
-    """
-    from tinyusfm_monai.data.transforms import load_config, normalise_config, resize_config
-
-    after_reading = [t for t in load_config([key]) if t["_target_"] not in ("LoadImaged", "EnsureChannelFirstd")]
-    return (
-        [{"_target_": "tinyusfm_monai.distillation.pool.LoadPoolImaged", "keys": key}]
-        + after_reading
-        + [resize_config(image_size)]
-        + normalise_config()
-    )
-
-
-def build_pool_transform(image_size: int = 224, key: str = "image"):
-    """Instantiate `pool_transform_config` as a MONAI Compose (the config files name the same components)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser({"t": {"_target_": "Compose", "transforms": pool_transform_config(image_size, key)}})
-    return parser.get_parsed_content("t")
-
-
-def iter_rows(items: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
-    for i, it in enumerate(items):
-        yield {"image": it["image"], "frame": int(it.get("frame", -1)), "index": i}

@@ -28,7 +28,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .features import FeatureStore, _loader, _write_json_atomic, dist_info
+from tinyusfm_monai.utils import atomic_path, rank_and_world_size
+
+from .features import FeatureStore, _loader
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class QualityScorer:
 
     def run(self, items: Sequence[dict], store: FeatureStore, transform: Callable,
             rank: Optional[int] = None, world_size: Optional[int] = None) -> dict:
-        rank, world_size = dist_info(rank, world_size)
+        rank, world_size = rank_and_world_size(rank, world_size)
         distributed = world_size > 1 and dist.is_available() and dist.is_initialized()
         if world_size > 1 and not distributed:
             raise RuntimeError("quality scoring with several ranks needs an initialised process group (torchrun)")
@@ -114,11 +116,11 @@ class QualityScorer:
                 scored += self._train_round(model, optimizer, items, store, transform, epoch, mine, round_shards,
                                             ranges, distributed)
                 if rank == 0:
-                    tmp = self.state_path.with_name("proxy_state.pt.tmp")
                     next_epoch, next_round = (epoch, rnd + 1) if rnd + 1 < rounds else (epoch + 1, 0)
-                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "epoch": next_epoch, "round": next_round}, tmp)
-                    os.replace(tmp, self.state_path)
+                    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "epoch": next_epoch, "round": next_round}
+                    with atomic_path(self.state_path) as tmp:
+                        torch.save(state, tmp)
                 if distributed:
                     dist.barrier()
             logger.info("quality: proxy epoch %d/%d done", epoch + 1, self.epochs)
@@ -165,9 +167,8 @@ class QualityScorer:
                 optimizer.step()
         if mine is not None:
             path = self.record_path(epoch, mine)
-            tmp = path.with_name(path.stem + ".tmp.npy")
-            np.save(tmp, np.concatenate(grads_out).astype(np.float32))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.save(tmp, np.concatenate(grads_out).astype(np.float32))
             return ranges[mine][1] - ranges[mine][0]
         return 0
 

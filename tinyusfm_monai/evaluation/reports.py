@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from tinyusfm_monai.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tinyusfm_monai.transforms.pipelines import IMAGENET_MEAN, IMAGENET_STD
 
 from .metrics import SegmentationScorer, classification_metrics, confusion_matrix
 

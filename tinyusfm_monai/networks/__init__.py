@@ -1,7 +1,7 @@
 """TinyUSFM / USFM backbones, the segmentation network, and safe checkpoint loading."""
 
 from .checkpoint import CheckpointError, LoadReport, load_pretrained, read_state_dict, save_official
-from .models import BACKBONES, USFM, TinyUSFM, build_backbone
+from .models import BACKBONES, USFM, TinyUSFM, backbone_of, build_backbone
 from .segmentation import ViTSegmenter
 from .vit import VisionTransformer
 
@@ -13,6 +13,7 @@ __all__ = [
     "USFM",
     "ViTSegmenter",
     "VisionTransformer",
+    "backbone_of",
     "build_backbone",
     "load_pretrained",
     "read_state_dict",

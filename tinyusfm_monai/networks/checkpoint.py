@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinyusfm_monai.utils import atomic_path
+
+from .models import backbone_of
 from .vit import VisionTransformer
 
 logger = logging.getLogger(__name__)
@@ -143,11 +146,9 @@ def interpolate_rel_pos_table(table: torch.Tensor, grid: tuple[int, int]) -> tor
 
 
 def _target_backbone(model: nn.Module) -> VisionTransformer:
-    if isinstance(model, VisionTransformer):
-        return model
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, VisionTransformer):
-        return backbone
+    found = backbone_of(model)
+    if found is not None:
+        return found[0]
     raise TypeError(f"load_pretrained expects a TinyUSFM/USFM backbone or a model with one, got {type(model).__name__}")
 
 
@@ -228,13 +229,11 @@ def save_official(model: nn.Module, path: str | Path, include_head: bool = False
     if not include_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(state, str(tmp))
-    else:
-        torch.save(state, tmp)
-    tmp.replace(path)
+            save_file(state, str(tmp))
+        else:
+            torch.save(state, tmp)
     return path

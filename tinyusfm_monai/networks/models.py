@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from .vit import VisionTransformer
 
 
 class TinyUSFM(VisionTransformer):
     """TinyUSFM student: ViT-Tiny/16 with 12 heads (not timm's 3), learned absolute position embedding.
 
-    5,524,416 parameters without head. Checkpoint layout: `reference/official-checkpoint-keys-tinyusfm.json`.
+    5,524,416 parameters without head. Checkpoint layout: `tests/data/official-checkpoint-keys-tinyusfm.json`.
     """
 
     def __init__(
@@ -42,7 +44,7 @@ class TinyUSFM(VisionTransformer):
 class USFM(VisionTransformer):
     """USFM teacher: BEiT-style ViT-B/16 (q/v bias, relative position bias per block, layer scale 0.1).
 
-    There is no absolute position embedding. Checkpoint layout: `reference/official-checkpoint-keys-usfm.json`.
+    There is no absolute position embedding. Checkpoint layout: `tests/data/official-checkpoint-keys-usfm.json`.
     """
 
     def __init__(
@@ -84,3 +86,14 @@ def build_backbone(name: str, **kwargs) -> VisionTransformer:
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
     return cls(**kwargs)
+
+
+def backbone_of(model: nn.Module) -> tuple[VisionTransformer, str] | None:
+    """The ViT backbone of `model` and the prefix of its parameter names: the model itself (prefix ""), or the
+    `backbone` of a model that holds one (the segmenter, prefix "backbone."); None when there is none."""
+    if isinstance(model, VisionTransformer):
+        return model, ""
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, VisionTransformer):
+        return backbone, "backbone."
+    return None

@@ -3,7 +3,7 @@
 The two official models differ only in a few switches (absolute position embedding vs. per-block
 relative position bias, full qkv bias vs. BEiT-style q/v bias, layer scale), so they share every
 module here. Parameter and buffer names follow the official checkpoints exactly
-(`reference/official-checkpoint-keys-*.json`), which is what makes `load_pretrained` a plain
+(`tests/data/official-checkpoint-keys-*.json`), which is what makes `load_pretrained` a plain
 `load_state_dict` after prefix handling.
 
 Everything on the forward path is TorchScript-compatible, because the bundles export with

@@ -15,12 +15,12 @@ import numpy as np
 
 from tinyusfm_monai.data import raw_io
 from tinyusfm_monai.data.converters.base import SampleError
+from tinyusfm_monai.io.formats import PIL, SUFFIXES
 
-IMAGE_SUFFIXES = raw_io.IMAGE_SUFFIXES
 safe_id = raw_io.safe_id
 
 
-def files_with_suffix(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES, recursive: bool = False) -> list[Path]:
+def files_with_suffix(folder: Path, suffixes: Sequence[str] = SUFFIXES[PIL], recursive: bool = False) -> list[Path]:
     """Files by (multi-part) suffix such as `.nii.gz`, sorted so ids never depend on the listing order."""
     if not folder.is_dir():
         return []

@@ -20,7 +20,8 @@ from functools import partial
 from pathlib import Path
 
 from tinyusfm_monai.data.converters.base import RawSample
-from tinyusfm_monai.data.raw_io import IMAGE_SUFFIXES, natural_key, read_image, safe_id
+from tinyusfm_monai.data.raw_io import natural_key, read_image, safe_id
+from tinyusfm_monai.io.formats import PIL, SUFFIXES
 
 NEGATIVE = "non-fibroid"
 POSITIVE = "fibroid"
@@ -52,7 +53,7 @@ def scan(src: Path) -> Iterator[RawSample]:
     files = [
         p
         for p in src.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(x.startswith(".") for x in p.parts)
+        if p.is_file() and p.suffix.lower() in SUFFIXES[PIL] and not any(x.startswith(".") for x in p.parts)
     ]
     for f in sorted(files, key=lambda p: natural_key(str(p.relative_to(src)))):
         parts = f.relative_to(src).with_suffix("").parts

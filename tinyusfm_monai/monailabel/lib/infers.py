@@ -28,7 +28,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from tinyusfm_monai.data.writers import SaveProbabilitiesd
+from tinyusfm_monai.transforms.io import SaveProbabilitiesd
 
 logger = logging.getLogger(__name__)
 

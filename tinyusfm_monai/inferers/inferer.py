@@ -1,4 +1,4 @@
-"""An inferer that runs the network on a plain tensor.
+"""MONAI inferers for the bundles: the network on a plain tensor, or an exported model in another runtime.
 
 The bundle's preprocessing hands the network a `MetaTensor`; every torch op inside the network then
 goes through `MetaTensor.__torch_function__` (~500 calls per TinyUSFM forward, ~900 for the
@@ -51,8 +51,8 @@ class OnnxInferer(Inferer):
     """
 
     def __init__(self, onnx_file: str, threads: int = 0) -> None:
-        from .onnx import onnx_session
-        from .threads import inference_threads
+        from tinyusfm_monai.deploy.onnx import onnx_session
+        from tinyusfm_monai.deploy.threads import inference_threads
 
         if not Path(onnx_file).is_file():
             raise FileNotFoundError(
@@ -65,7 +65,7 @@ class OnnxInferer(Inferer):
         self.session = onnx_session(onnx_file, inference_threads(threads or None), spinning=False)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from .onnx import run_onnx
+        from tinyusfm_monai.deploy.onnx import run_onnx
 
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         return with_input_meta(torch.from_numpy(run_onnx(self.session, plain)).to(plain.device), inputs)

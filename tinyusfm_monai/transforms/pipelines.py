@@ -14,44 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Mapping, Sequence
 
-import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class EnsureRGB(Transform):
-    """Channel-first image → three channels: grey is repeated, an alpha channel dropped."""
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        c = img.shape[0]
-        if c == 3:
-            return img
-        if c in (1, 2):  # L or LA
-            return img[:1].repeat(3, *([1] * (img.ndim - 1)))
-        if c == 4:  # RGBA
-            return img[:3]
-        raise ValueError(f"cannot make an RGB image from {c} channels")
-
-
-class EnsureRGBd(MapTransform):
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.converter = EnsureRGB()
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key])
-        return d
 
 
 Size = int | str  # a number, or a config reference such as "@image_size"
 
 
-ANY_FORMAT = "ultrasound"  # load_config reader for inference: DICOM, PNG/JPG/TIFF, NIfTI (data/readers.py)
+ANY_FORMAT = "ultrasound"  # load_config reader for inference: DICOM, PNG/JPG/TIFF, NIfTI (io/readers.py)
 
 
 def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str, Any]]:
@@ -60,13 +30,13 @@ def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str
     reader: a MONAI reader for `LoadImaged` (training data are PNG), or `ANY_FORMAT` for inference inputs.
     """
     if reader == ANY_FORMAT:
-        load = {"_target_": "tinyusfm_monai.data.readers.LoadUltrasoundImaged", "keys": list(keys), "image_only": True}
+        load = {"_target_": "tinyusfm_monai.transforms.io.LoadUltrasoundImaged", "keys": list(keys), "image_only": True}
     else:
         load = {"_target_": "LoadImaged", "keys": list(keys), "reader": reader, "reverse_indexing": False, "image_only": True}
     return [
         load,
         {"_target_": "EnsureChannelFirstd", "keys": list(keys)},
-        {"_target_": "tinyusfm_monai.data.transforms.EnsureRGBd", "keys": "image"},
+        {"_target_": "tinyusfm_monai.transforms.utility.EnsureRGBd", "keys": "image"},
         {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0},
     ]
 
@@ -79,14 +49,14 @@ def resize_config(size: Size, with_label: bool = False) -> dict[str, Any]:
     """
     if with_label:
         return {
-            "_target_": "tinyusfm_monai.data.resize.AntialiasResized",
+            "_target_": "tinyusfm_monai.transforms.spatial.AntialiasResized",
             "keys": ["image", "label"],
             "spatial_size": [size, size],
             "mode": ["bilinear", "nearest"],
             "anti_aliasing": [True, False],
         }
     return {
-        "_target_": "tinyusfm_monai.data.resize.AntialiasResized",
+        "_target_": "tinyusfm_monai.transforms.spatial.AntialiasResized",
         "keys": "image",
         "spatial_size": [size, size],
         "mode": "bilinear",
@@ -119,3 +89,23 @@ def build_preprocessing(image_size: int = 224, reader: Any = "PILReader"):
 
     parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": preprocessing_config(image_size, reader)}})
     return parser.get_parsed_content("pre")
+
+
+def pool_transform_config(image_size: Size = 224, key: str = "image") -> list[dict[str, Any]]:
+    """Deterministic distillation-pool preprocessing: the pool sample loader, then the shared pipeline above
+    (RGB, [0, 1], resize, ImageNet normalisation) minus its file reader."""
+    after_reading = [t for t in load_config([key]) if t["_target_"] not in ("LoadImaged", "EnsureChannelFirstd")]
+    return (
+        [{"_target_": "tinyusfm_monai.transforms.io.LoadPoolImaged", "keys": key}]
+        + after_reading
+        + [resize_config(image_size)]
+        + normalise_config()
+    )
+
+
+def build_pool_transform(image_size: int = 224, key: str = "image"):
+    """Instantiate `pool_transform_config` as a MONAI Compose (the config files name the same components)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"t": {"_target_": "Compose", "transforms": pool_transform_config(image_size, key)}})
+    return parser.get_parsed_content("t")

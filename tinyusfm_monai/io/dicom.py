@@ -384,18 +384,3 @@ def read_ultrasound(path: str | os.PathLike, frames: str | int | Callable[[int],
         is_multiframe=multiframe,
         number_of_frames=number_of_frames,
     )
-
-
-def iter_files(root: str | os.PathLike) -> list[Path]:
-    """Every regular file under `root` (sorted, hidden files and DICOMDIR skipped): the batch and reader input."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            found.append(Path(dirpath) / name)
-    return found
