@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast system-deps monailabel-env clean
+.PHONY: demo test test-fast lint system-deps monailabel-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ system-deps:
 monailabel-env: $(STAMP)
 	bash tinyusfm_monai/monailabel/setup_env.sh
 
-test: $(STAMP) system-deps monailabel-env
+# ruff lint and format check (configured in pyproject.toml); part of `make test`
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) system-deps monailabel-env lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

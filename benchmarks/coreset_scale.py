@@ -103,8 +103,16 @@ def scoring_throughput(n: int, img: int) -> dict:
     teacher = FrozenTeacher(USFM(img_size=img, drop_path_rate=0.0), None, [], [])
     store = FeatureStore(work / "f")
     t0 = time.perf_counter()
-    extract_features(items, json.loads(manifest.read_text())["pool_hash"], pooled_teacher_embedding(teacher), 768,
-                     store, transform, batch_size=8, shard_size=max(n // 2, 1))
+    extract_features(
+        items,
+        json.loads(manifest.read_text())["pool_hash"],
+        pooled_teacher_embedding(teacher),
+        768,
+        store,
+        transform,
+        batch_size=8,
+        shard_size=max(n // 2, 1),
+    )
     feat_s = time.perf_counter() - t0
     scorer = QualityScorer(work / "q", TinyUSFM(img_size=img), epochs=1, batch_size=8)
     t1 = time.perf_counter()
@@ -137,20 +145,39 @@ def main() -> None:
     if not (store_dir / "meta.json").is_file():
         write_synthetic(store_dir, args.n, args.dim)
     gen_s = time.perf_counter() - t0
-    out = subprocess.run([sys.executable, __file__, "--child", str(store_dir), "--k", str(args.k), "--iters",
-                          str(args.iters), "--budget", str(args.budget)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(store_dir),
+            "--k",
+            str(args.k),
+            "--iters",
+            str(args.iters),
+            "--budget",
+            str(args.budget),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     size_gb = sum(p.stat().st_size for p in store_dir.glob("*.npy")) / 1e9
-    print(f"Coreset selection, {args.n:,} synthetic {args.dim}-d features (float16 on disk, {size_gb:.2f} GB), "
-          f"k={args.k}, {args.iters} Lloyd iterations, budget {args.budget:g}, CPU {r['threads']} threads")
+    print(
+        f"Coreset selection, {args.n:,} synthetic {args.dim}-d features (float16 on disk, {size_gb:.2f} GB), "
+        f"k={args.k}, {args.iters} Lloyd iterations, budget {args.budget:g}, CPU {r['threads']} threads"
+    )
     print("| stage | time (s) |")
     print("|---|---|")
     print(f"| write synthetic store (not part of selection) | {gen_s:.1f} |")
     for key in ("kmeans_s", "assign_s", "rank_fuse_select_s", "total_s"):
         print(f"| {key[:-2].replace('_', ' ')} | {r[key]:.1f} |")
-    print(f"peak RSS of the selecting process: {r['peak_rss_mib']:.0f} MiB (the features alone would be "
-          f"{args.n * args.dim * 4 / 2**20:.0f} MiB in float32); selected {r['selected']:,}, "
-          f"{r['clusters_covered']}/{r['clusters']} clusters covered")
+    print(
+        f"peak RSS of the selecting process: {r['peak_rss_mib']:.0f} MiB (the features alone would be "
+        f"{args.n * args.dim * 4 / 2**20:.0f} MiB in float32); selected {r['selected']:,}, "
+        f"{r['clusters_covered']}/{r['clusters']} clusters covered"
+    )
     if score:
         print()
         print(f"Scoring throughput on this CPU ({score['threads']} threads, 224px, random USFM/TinyUSFM weights):")
@@ -167,9 +194,11 @@ def main() -> None:
     sel = r["total_s"] * n / args.n
     print()
     print("PROJECTION (not measured here, no GPU on this machine) for the 2.2M-image 3M-US pool on one GPU:")
-    print(f"assumptions: {gpu_tflops:.0f} TFLOP/s sustained (AMP), {io_rate:.0f} images/s data loading, "
-          f"USFM {USFM_GFLOPS} GFLOPs/image, TinyUSFM {TINY_GFLOPS} GFLOPs fwd (x3 fwd+bwd), {proxy_epochs} proxy "
-          "epochs, selection scaled linearly from the CPU measurement above (it can stay on CPU)")
+    print(
+        f"assumptions: {gpu_tflops:.0f} TFLOP/s sustained (AMP), {io_rate:.0f} images/s data loading, "
+        f"USFM {USFM_GFLOPS} GFLOPs/image, TinyUSFM {TINY_GFLOPS} GFLOPs fwd (x3 fwd+bwd), {proxy_epochs} proxy "
+        "epochs, selection scaled linearly from the CPU measurement above (it can stay on CPU)"
+    )
     print("| stage | projected time |")
     print("|---|---|")
     bound = "data loading" if n / io_rate >= feat else "compute"

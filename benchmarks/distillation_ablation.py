@@ -48,8 +48,16 @@ CONFIG = ROOT / "bundles" / "tinyusfm_distillation" / "configs" / "train.json"
 
 def teacher_net(img: int) -> VisionTransformer:
     # USFM architecture (q/v bias, relative position bias, layer scale), narrower and shallower for CPU
-    return VisionTransformer(img_size=img, embed_dim=192, depth=6, num_heads=6, qv_bias=True, use_abs_pos_emb=False,
-                             use_rel_pos_bias=True, init_values=0.1)
+    return VisionTransformer(
+        img_size=img,
+        embed_dim=192,
+        depth=6,
+        num_heads=6,
+        qv_bias=True,
+        use_abs_pos_emb=False,
+        use_rel_pos_bias=True,
+        init_values=0.1,
+    )
 
 
 def load_split(datalist: Path, split: str, transform) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +111,7 @@ def linear_probe(features_tr, y_tr, features_te, y_te, epochs: int = 300) -> flo
 @torch.no_grad()
 def embed(model, x: torch.Tensor) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(x[i:i + 64]) for i in range(0, len(x), 64)])
+    return torch.cat([model(x[i : i + 64]) for i in range(0, len(x), 64)])
 
 
 def probe_suite(img: int, work: Path, transform) -> list[tuple]:
@@ -121,8 +129,16 @@ def probe(model, suite) -> float:
 
 def select_coresets(teacher, items, pool_hash, work: Path, img: int, budget: float, transform, seed: int):
     store = FeatureStore(work / "features")
-    extract_features(items, pool_hash, pooled_teacher_embedding(teacher), teacher.embed_dim, store, transform,
-                     batch_size=32, shard_size=128)
+    extract_features(
+        items,
+        pool_hash,
+        pooled_teacher_embedding(teacher),
+        teacher.embed_dim,
+        store,
+        transform,
+        batch_size=32,
+        shard_size=128,
+    )
     scorer = QualityScorer(work / "quality", TinyUSFM(img_size=img), epochs=3, lr=3e-4, batch_size=32, seed=seed)
     scorer.run(items, store, transform)
     quality = quality_scores(scorer.gradients(store))
@@ -158,8 +174,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--teacher-steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--work", type=str, default="", help="work folder; an existing one reuses the teacher, the "
-                    "feature store and the gradient records")
+    ap.add_argument(
+        "--work",
+        type=str,
+        default="",
+        help="work folder; an existing one reuses the teacher, the feature store and the gradient records",
+    )
     ap.add_argument("--rows", type=str, default="init,a,b,c,d,e1,e2", help="comma-separated subset of rows to run")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -186,15 +206,33 @@ def main() -> None:
     pool_hash = json.loads(manifest.read_text())["pool_hash"]
     suite = probe_suite(img, work, transform)
     frozen = FrozenTeacher(teacher_net(img), str(teacher_path), feature_layers=[1, 3, 5], attn_layers=[5])
-    teacher_def = {"_target_": "tinyusfm_monai.networks.VisionTransformer", "img_size": img, "embed_dim": 192,
-                   "depth": 6, "num_heads": 6, "qv_bias": True, "use_abs_pos_emb": False, "use_rel_pos_bias": True,
-                   "init_values": 0.1}
-    base = {"image_size": img, "phantom_pool_size": 0, "dataset_dir": str(pool_dl.parent),
-            "manifest": str(manifest), "teacher_def": teacher_def, "teacher_weights": str(teacher_path),
-            "distill#student_layers": [3, 7, 11], "distill#teacher_layers": [1, 3, 5],
-            "distill#student_attn_layers": [11], "distill#teacher_attn_layers": [5],
-            "max_epochs": args.epochs, "batch_size": 16, "base_lr": 0.004,
-            "train#trainer#train_handlers": "$@train#handlers[2:3]"}
+    teacher_def = {
+        "_target_": "tinyusfm_monai.networks.VisionTransformer",
+        "img_size": img,
+        "embed_dim": 192,
+        "depth": 6,
+        "num_heads": 6,
+        "qv_bias": True,
+        "use_abs_pos_emb": False,
+        "use_rel_pos_bias": True,
+        "init_values": 0.1,
+    }
+    base = {
+        "image_size": img,
+        "phantom_pool_size": 0,
+        "dataset_dir": str(pool_dl.parent),
+        "manifest": str(manifest),
+        "teacher_def": teacher_def,
+        "teacher_weights": str(teacher_path),
+        "distill#student_layers": [3, 7, 11],
+        "distill#teacher_layers": [1, 3, 5],
+        "distill#student_attn_layers": [11],
+        "distill#teacher_attn_layers": [5],
+        "max_epochs": args.epochs,
+        "batch_size": 16,
+        "base_lr": 0.004,
+        "train#trainer#train_handlers": "$@train#handlers[2:3]",
+    }
     rows: dict[str, list[float]] = {}
     t_sel = time.time()
     for seed in range(args.seeds):
@@ -204,8 +242,10 @@ def main() -> None:
         dual = str(coresets["dual"])
         variants = [
             ("random init (no pretraining)", None),
-            ("(a) vanilla: reconstruction only, no teacher",
-             {"coreset_datalist": dual, "distill#feature_weight": 0.0, "distill#attn_weight": 0.0}),
+            (
+                "(a) vanilla: reconstruction only, no teacher",
+                {"coreset_datalist": dual, "distill#feature_weight": 0.0, "distill#attn_weight": 0.0},
+            ),
             ("(b) distilled, random subset", {"coreset_datalist": str(coresets["random"])}),
             ("(c) distilled, dual-rank coreset", {"coreset_datalist": dual}),
             ("(d) (c) without consistency weighting", {"coreset_datalist": dual, "consistency#enabled": False}),
@@ -227,9 +267,11 @@ def main() -> None:
             print(f"  seed {seed} {name}: probe acc {acc:.3f} ({time.time() - t:.0f}s)", flush=True)
     teacher_acc = probe(teacher, suite)
     print()
-    print(f"Linear probe on held-out phantom tasks ({', '.join(PROBE_TASKS)}), image {img}px, pool {args.pool}, "
-          f"budget {args.budget:g}, {args.epochs} distillation epochs, {args.seeds} seed(s); total "
-          f"{time.time() - t0:.0f}s")
+    print(
+        f"Linear probe on held-out phantom tasks ({', '.join(PROBE_TASKS)}), image {img}px, pool {args.pool}, "
+        f"budget {args.budget:g}, {args.epochs} distillation epochs, {args.seeds} seed(s); total "
+        f"{time.time() - t0:.0f}s"
+    )
     print(f"| {'student':<48} | mean test accuracy |")
     print(f"|{'-' * 50}|{'-' * 20}|")
     for name, accs in rows.items():

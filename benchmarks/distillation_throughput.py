@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def child(mode: str, batch: int, img: int, steps: int, warmup: int) -> dict:
+    import logging
+
     import torch
 
     from tinyusfm_monai.distillation.consistency import ConsistencyWeighting
@@ -30,8 +32,6 @@ def child(mode: str, batch: int, img: int, steps: int, warmup: int) -> dict:
     from tinyusfm_monai.distillation.masks import build_masker
     from tinyusfm_monai.distillation.model import DistillationModel, FrozenTeacher
     from tinyusfm_monai.networks import USFM, TinyUSFM
-
-    import logging
 
     logging.disable(logging.WARNING)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,10 +85,20 @@ def child(mode: str, batch: int, img: int, steps: int, warmup: int) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"mode": mode, "device": str(device), "amp": amp, "images_per_s": batch * steps / dt,
-            "s_per_step": dt / steps, "peak_mib": peak, "threads": torch.get_num_threads()}
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "mode": mode,
+        "device": str(device),
+        "amp": amp,
+        "images_per_s": batch * steps / dt,
+        "s_per_step": dt / steps,
+        "peak_mib": peak,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -104,22 +114,45 @@ def main() -> None:
         return
     rows = []
     for mode in ("teacher", "student", "full"):
-        out = subprocess.run([sys.executable, __file__, "--child", mode, "--batch", str(args.batch), "--image-size",
-                              str(args.image_size), "--steps", str(args.steps), "--warmup", str(args.warmup)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--batch",
+                str(args.batch),
+                "--image-size",
+                str(args.image_size),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  measured {mode}", file=sys.stderr, flush=True)
     r = rows[0]
-    print(f"Distillation throughput, {r['device']} ({r['threads']} threads), AMP {'on' if r['amp'] else 'off'}, "
-          f"batch {args.batch} clean images × 2 masked views, {args.image_size}px, {args.steps} timed steps")
+    print(
+        f"Distillation throughput, {r['device']} ({r['threads']} threads), AMP {'on' if r['amp'] else 'off'}, "
+        f"batch {args.batch} clean images × 2 masked views, {args.image_size}px, {args.steps} timed steps"
+    )
     print("| part | images/s | s/step | peak memory (MiB) |")
     print("|---|---|---|---|")
-    labels = {"teacher": "teacher (USFM fwd, 2 views, no grad)",
-              "student": "student (TinyUSFM+heads+decoder fwd/bwd/step)", "full": "full iteration"}
+    labels = {
+        "teacher": "teacher (USFM fwd, 2 views, no grad)",
+        "student": "student (TinyUSFM+heads+decoder fwd/bwd/step)",
+        "full": "full iteration",
+    }
     for r in rows:
         print(f"| {labels[r['mode']]} | {r['images_per_s']:.2f} | {r['s_per_step']:.2f} | {r['peak_mib']:.0f} |")
-    print("peak memory: peak RSS of the measuring process on CPU (includes the Python/torch runtime and the "
-          "teacher weights in every row), max_memory_allocated on GPU")
+    print(
+        "peak memory: peak RSS of the measuring process on CPU (includes the Python/torch runtime and the "
+        "teacher weights in every row), max_memory_allocated on GPU"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"classification": ("busi_classification", 3), "segmentation": ("busi_segmentation", 2)}
@@ -158,7 +159,9 @@ def prepare_artifacts(work: Path) -> dict[str, Any]:
     return {"gflops": flops}
 
 
-def measure_variant(work: Path, model: str, kind: str, backend: str, cfg: dict[str, Any], threads: int) -> dict[str, Any]:
+def measure_variant(
+    work: Path, model: str, kind: str, backend: str, cfg: dict[str, Any], threads: int
+) -> dict[str, Any]:
     """Child: load one variant, measure latency, throughput and memory."""
     import numpy as np
     import torch
@@ -196,7 +199,7 @@ def measure_variant(work: Path, model: str, kind: str, backend: str, cfg: dict[s
         if b == 1:
             continue
         xb = torch.randn(b, 3, 224, 224, generator=gen)
-        times = _timed_runs(lambda: run(xb), 1, max(2, cfg["runs"] // 4), cfg["budget"] / 2, min_runs=2)
+        times = _timed_runs(lambda xb=xb: run(xb), 1, max(2, cfg["runs"] // 4), cfg["budget"] / 2, min_runs=2)
         throughput[b] = b / statistics.median(times)
     best = max(throughput, key=throughput.get)
     out = np.asarray(run(x1) if backend.startswith("onnx") else run(x1).float())
@@ -241,8 +244,12 @@ def model_tables(cfg: dict[str, Any], threads: int, work: Path) -> list[dict[str
 
 def print_model_tables(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     batches = "/".join(str(b) for b in cfg["batches"])
-    print(f"\n## Per-model CPU inference at 224x224 (batch-1 latency over up to {cfg['runs']} runs; throughput: best of batch {batches})\n")
-    print("| task | model | backend | GFLOPs | latency median (ms) | p90 (ms) | throughput (img/s) @batch | peak RSS (MiB) | model RSS (MiB) |")
+    print(
+        f"\n## Per-model CPU inference at 224x224 (batch-1 latency over up to {cfg['runs']} runs; throughput: best of batch {batches})\n"
+    )
+    print(
+        "| task | model | backend | GFLOPs | latency median (ms) | p90 (ms) | throughput (img/s) @batch | peak RSS (MiB) | model RSS (MiB) |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
@@ -251,7 +258,9 @@ def print_model_tables(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         )
     index = {(r["kind"], r["model"], r["backend"]): r for r in rows}
     print("\n## TinyUSFM / USFM ratios (same task, same backend)\n")
-    print("| task | backend | FLOP ratio | latency ratio | speed-up | throughput speed-up | model-RSS ratio | latency ratio / FLOP ratio |")
+    print(
+        "| task | backend | FLOP ratio | latency ratio | speed-up | throughput speed-up | model-RSS ratio | latency ratio / FLOP ratio |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for kind in TASKS:
         for backend in BACKENDS:
@@ -265,7 +274,9 @@ def print_model_tables(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
                 f"{t['model_rss_mib'] / max(u['model_rss_mib'], 1e-9):.2f} | {lat / flop:.2f} |"
             )
     print("\n## TinyUSFM INT8 vs fp32 (same task)\n")
-    print("| task | int8 backend | latency (ms) | vs fp32 ONNX | vs fp32 eager | vs USFM fp32 ONNX | throughput (img/s) | model RSS (MiB) |")
+    print(
+        "| task | int8 backend | latency (ms) | vs fp32 ONNX | vs fp32 eager | vs USFM fp32 ONNX | throughput (img/s) | model RSS (MiB) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for kind in TASKS:
         for backend in INT8_BACKENDS:
@@ -401,18 +412,33 @@ def bundle_tables(
                 files = [str(paths[kind] / "configs" / c) for c in configs]
                 config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
                 cmd = [
-                    sys.executable, "-m", "monai.bundle", "run",
-                    "--config_file", config_arg,
-                    "--dataset_dir", str(paths[fmt]), "--output_dir", str(out), *extra,
+                    sys.executable,
+                    "-m",
+                    "monai.bundle",
+                    "run",
+                    "--config_file",
+                    config_arg,
+                    "--dataset_dir",
+                    str(paths[fmt]),
+                    "--output_dir",
+                    str(out),
+                    *extra,
                 ]
                 t = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
                 row["cli_wall_s"] = time.perf_counter() - t
                 if proc.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-            spec = json.dumps({"bundle": str(paths[kind]), "configs": configs, "images": str(paths[fmt]),
-                               "out": str(work / "out" / f"{task}_{backend}_{fmt}"), "overrides": overrides,
-                               "t0": time.time()})
+            spec = json.dumps(
+                {
+                    "bundle": str(paths[kind]),
+                    "configs": configs,
+                    "images": str(paths[fmt]),
+                    "out": str(work / "out" / f"{task}_{backend}_{fmt}"),
+                    "overrides": overrides,
+                    "t0": time.time(),
+                }
+            )
             row.update(_run_child(["--child", "bundle", "--spec", spec]))
             row["load"] = os.getloadavg()[0]
             rows.append(row)
@@ -425,7 +451,9 @@ def print_bundle_table(rows: list[dict[str, Any]], overrides: dict[str, Any]) ->
     note = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the bundle defaults"
     print(f"\n## End to end: bundles/<task>/configs/inference.json on {n} real-size ultrasound images ({note})\n")
     print("backend pytorch = inference.json; onnx = inference.json + inference_onnx.json (ONNX Runtime)\n")
-    print("| task | backend | input | `monai.bundle run` wall (s) | instrumented total (s) | start-up (s) | loading + preprocessing (s) | model (s) | post + write (s) | ms/image after start-up | threads | load avg |")
+    print(
+        "| task | backend | input | `monai.bundle run` wall (s) | instrumented total (s) | start-up (s) | loading + preprocessing (s) | model (s) | post + write (s) | ms/image after start-up | threads | load avg |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cli = f"{r['cli_wall_s']:.1f}" if "cli_wall_s" in r else "-"
@@ -458,17 +486,32 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fewer runs and 20 images (~3 min)")
     mode.add_argument("--full", action="store_true", help="more runs, batch 16 too")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads for torch and ORT (default: physical cores)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads for torch and ORT (default: physical cores)"
+    )
     parser.add_argument("--skip-models", action="store_true", help="only the end-to-end bundle table")
     parser.add_argument("--skip-bundles", action="store_true", help="only the per-model tables")
     parser.add_argument("--no-cli", action="store_true", help="skip the real `monai.bundle run` wall-time runs")
-    parser.add_argument("--bundle-backends", nargs="+", default=["pytorch", "onnx"], choices=sorted(BUNDLE_CONFIGS),
-                        help="end-to-end runs: inference.json (pytorch) and/or + inference_onnx.json (onnx)")
+    parser.add_argument(
+        "--bundle-backends",
+        nargs="+",
+        default=["pytorch", "onnx"],
+        choices=sorted(BUNDLE_CONFIGS),
+        help="end-to-end runs: inference.json (pytorch) and/or + inference_onnx.json (onnx)",
+    )
     parser.add_argument("--images", type=int, default=0, help="number of real-size images (default: profile's)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
-                        help="bundle config override for the end-to-end runs, e.g. batch_size=1 (repeatable)")
-    parser.add_argument("--bundles-dir", default=str(REPO / "bundles"),
-                        help="where the task bundles' configs come from (e.g. an older copy, for before/after)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="bundle config override for the end-to-end runs, e.g. batch_size=1 (repeatable)",
+    )
+    parser.add_argument(
+        "--bundles-dir",
+        default=str(REPO / "bundles"),
+        help="where the task bundles' configs come from (e.g. an older copy, for before/after)",
+    )
     parser.add_argument("--work", default="", help="work folder (default: a temporary one)")
     parser.add_argument("--json", default="", help="also write all numbers to this JSON file")
     parser.add_argument("--child", choices=("prepare", "measure", "bundle"), help=argparse.SUPPRESS)
@@ -494,7 +537,10 @@ def main() -> None:
         if not args.skip_models:
             results["models"] = model_tables(cfg, threads, work)
         if not args.skip_bundles:
-            print(f"\nwriting {args.images or cfg['images']} real-size ultrasound images and bundle copies ...", flush=True)
+            print(
+                f"\nwriting {args.images or cfg['images']} real-size ultrasound images and bundle copies ...",
+                flush=True,
+            )
             onnx = "onnx" in args.bundle_backends
             paths = prepare_bundles(work, args.images or cfg["images"], Path(args.bundles_dir), onnx)
             results["bundles"] = bundle_tables(paths, work, overrides, not args.no_cli, args.bundle_backends)
@@ -502,8 +548,10 @@ def main() -> None:
         print_model_tables(results["models"], cfg)
     if "bundles" in results:
         print_bundle_table(results["bundles"], overrides)
-    print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average at end: "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average at end: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -23,10 +23,16 @@ import torch.nn.functional as F
 
 from tinyusfm_monai.bundle.configs import INFERENCE_READERS
 from tinyusfm_monai.data.phantom import generate_task
-from tinyusfm_monai.transforms.pipelines import build_preprocessing
-from tinyusfm_monai.deploy import configure_threads, export_onnx, onnx_session, quantize_linear_dynamic, quantize_onnx_int8
+from tinyusfm_monai.deploy import (
+    configure_threads,
+    export_onnx,
+    onnx_session,
+    quantize_linear_dynamic,
+    quantize_onnx_int8,
+)
 from tinyusfm_monai.deploy.onnx import run_onnx
 from tinyusfm_monai.networks import build_backbone
+from tinyusfm_monai.transforms.pipelines import build_preprocessing
 
 
 def _load(datalist: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +58,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="int8acc_") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        datalist = generate_task(args.task, work / "data", n_train=args.train, n_val=0, n_test=args.test, image_size=args.size)
+        datalist = generate_task(
+            args.task, work / "data", n_train=args.train, n_val=0, n_test=args.test, image_size=args.size
+        )
         x_train, y_train = _load(datalist, "training", args.size)
         x_test, y_test = _load(datalist, "test", args.size)
         classes = int(max(y_train.max(), y_test.max())) + 1
-        print(f"phantom {args.task}: {len(y_train)} train / {len(y_test)} test at {args.size}^2, {classes} classes "
-              f"({time.perf_counter() - t:.0f} s to generate and preprocess)")
+        print(
+            f"phantom {args.task}: {len(y_train)} train / {len(y_test)} test at {args.size}^2, {classes} classes "
+            f"({time.perf_counter() - t:.0f} s to generate and preprocess)"
+        )
 
         model = build_backbone("tinyusfm", num_classes=classes, img_size=args.size)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
@@ -79,7 +89,10 @@ def main() -> None:
                 opt.step()
                 sched.step()
                 total += float(loss) * len(idx)
-            print(f"epoch {epoch + 1}/{args.epochs}: loss {total / len(y_train):.3f} ({time.perf_counter() - t:.0f} s)", flush=True)
+            print(
+                f"epoch {epoch + 1}/{args.epochs}: loss {total / len(y_train):.3f} ({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
         model.eval()
 
         with torch.inference_mode():
@@ -88,14 +101,23 @@ def main() -> None:
             torch_int8 = torch.cat([q(x_test[i : i + 32]) for i in range(0, len(y_test), 32)]).numpy()
         fp32_path = export_onnx(model, work / "m.onnx", image_size=args.size)
         int8_path = quantize_onnx_int8(fp32_path, work / "m_int8.onnx")
-        outs = {"fp32 eager": ref, "fp32 ONNX": None, "int8 ONNX (ORT dynamic)": None, "int8 torch.ao dynamic": torch_int8}
+        outs = {
+            "fp32 eager": ref,
+            "fp32 ONNX": None,
+            "int8 ONNX (ORT dynamic)": None,
+            "int8 torch.ao dynamic": torch_int8,
+        }
         for name, path in (("fp32 ONNX", fp32_path), ("int8 ONNX (ORT dynamic)", int8_path)):
             session = onnx_session(path)
             outs[name] = np.concatenate([run_onnx(session, x_test[i : i + 32]) for i in range(0, len(y_test), 32)])
         y = y_test.numpy()
         p_ref = torch.softmax(torch.from_numpy(ref), 1).numpy()
-        print(f"\n## INT8 dynamic quantisation, TinyUSFM on phantom {args.task} ({len(y)} test images, {args.epochs} epochs from scratch)\n")
-        print("| model | accuracy | Δ accuracy vs fp32 | argmax agreement with fp32 | max |Δ prob| | mean |Δ prob| | max |Δ logit| |")
+        print(
+            f"\n## INT8 dynamic quantisation, TinyUSFM on phantom {args.task} ({len(y)} test images, {args.epochs} epochs from scratch)\n"
+        )
+        print(
+            "| model | accuracy | Δ accuracy vs fp32 | argmax agreement with fp32 | max |Δ prob| | mean |Δ prob| | max |Δ logit| |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|")
         acc_ref = float((ref.argmax(1) == y).mean())
         for name, out in outs.items():

@@ -65,7 +65,11 @@ def measure(model: str, kind: str, threads: int, policy: str, busy: int, runs: i
     try:
         proc = subprocess.run(
             [sys.executable, __file__, "--child", model, kind, str(threads), str(runs)],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=1200,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=1200,
         )
     finally:
         for p in spinners:
@@ -81,8 +85,12 @@ def main() -> None:
     parser.add_argument("--model", default="tinyusfm", choices=("tinyusfm", "usfm"))
     parser.add_argument("--kind", default="classification", choices=("classification", "segmentation"))
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--policies", nargs="+", default=["default", "PASSIVE", "GOMP_SPINCOUNT=10000"],
-                        help="OpenMP wait policies: default, ACTIVE, PASSIVE or GOMP_SPINCOUNT=<n> (libgomp)")
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        default=["default", "PASSIVE", "GOMP_SPINCOUNT=10000"],
+        help="OpenMP wait policies: default, ACTIVE, PASSIVE or GOMP_SPINCOUNT=<n> (libgomp)",
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[], help="thread counts (default: 1 and all cores)")
     parser.add_argument("--busy", type=int, nargs="+", default=[], help="busy processes (default: 0, 1, all cores)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)

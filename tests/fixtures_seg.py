@@ -124,8 +124,10 @@ def build_kidneyus(root: Path, with_mask_pngs: bool = True) -> Fixture:
             xs, ys = zip(*corners(*b))
             shape = json.dumps({"name": "polygon", "all_points_x": list(xs), "all_points_y": list(ys)})
             attributes = json.dumps({"Anatomy": anatomy})
-            rows.append(f'{stem}.png,1,"{{}}",2,{region_id},"{shape.replace(chr(34), 2 * chr(34))}",'
-                        f'"{attributes.replace(chr(34), 2 * chr(34))}"')
+            rows.append(
+                f'{stem}.png,1,"{{}}",2,{region_id},"{shape.replace(chr(34), 2 * chr(34))}",'
+                f'"{attributes.replace(chr(34), 2 * chr(34))}"'
+            )
         samples[stem] = Expected(mask=box(*capsule), image=image, patient=patient)
     broken = "3_IM-0005-0003_anon"
     corrupt(images / f"{broken}.png")
@@ -150,8 +152,12 @@ def build_gist514(root: Path) -> Fixture:
         entries[n] = (
             {"id": int(n), "file_name": f"{n}.jpg", "height": H, "width": W},
             [
-                {"id": 10 * int(n) + k, "image_id": int(n), "category_id": cat,
-                 "segmentation": [[c for xy in corners(*b) for c in xy]]}
+                {
+                    "id": 10 * int(n) + k,
+                    "image_id": int(n),
+                    "category_id": cat,
+                    "segmentation": [[c for xy in corners(*b) for c in xy]],
+                }
                 for k, (b, cat) in enumerate(instances)
             ],
         )
@@ -201,13 +207,17 @@ def build_ddti_processed(root: Path) -> Fixture:
 
 def _ddti_xml(case: int, marks: dict[int, str]) -> str:
     blocks = "".join(f"<mark><image>{k}</image><svg>{svg}</svg></mark>" for k, svg in marks.items())
-    return (f'<?xml version="1.0" encoding="utf-8"?><case><number>{case}</number><age>49</age><sex>F</sex>'
-            f"<composition>solid</composition><tirads>4a</tirads>{blocks}</case>")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><case><number>{case}</number><age>49</age><sex>F</sex>'
+        f"<composition>solid</composition><tirads>4a</tirads>{blocks}</case>"
+    )
 
 
 def _svg(*outlines: list[tuple[int, int]]) -> str:
-    regions = [{"points": [{"x": x, "y": y} for x, y in outline], "annotation": {}, "regionType": "freehand"}
-               for outline in outlines]
+    regions = [
+        {"points": [{"x": x, "y": y} for x, y in outline], "annotation": {}, "regionType": "freehand"}
+        for outline in outlines
+    ]
     return json.dumps(regions)
 
 
@@ -244,10 +254,10 @@ def build_busbra(root: Path) -> Fixture:
         save(image, base / "Images" / f"{stem}.png")
         save(box(*b, value=255), base / "Masks" / f"mask{stem[3:]}.png")
         samples[stem] = Expected(mask=box(*b), image=image, patient=case)
-        rows.append(f"{stem},{case},fibroadenoma,benign,3,GE,{W},{H},{stem[-1]},\"[1, 2, 3, 4]\"")
+        rows.append(f'{stem},{case},fibroadenoma,benign,3,GE,{W},{H},{stem[-1]},"[1, 2, 3, 4]"')
     corrupt(base / "Images" / "bus_0003-s.png")
     save(box(1, 1, 4, 4, value=255), base / "Masks" / "mask_0003-s.png")
-    rows.append("bus_0003-s,3,carcinoma,malignant,5,GE,64,48,s,\"[]\"")
+    rows.append('bus_0003-s,3,carcinoma,malignant,5,GE,64,48,s,"[]"')
     (base / "bus_data.csv").write_text("\n".join(rows) + "\n")
     (base / "5-fold-cv.csv").write_text("ID,Pathology,kFold\n" + "\n".join(f"{s},benign,1" for s in layout) + "\n")
     return Fixture(root, samples, "bus_0003-s", "bus_0003-s.png")

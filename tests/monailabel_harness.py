@@ -95,10 +95,22 @@ class Server:
         self.log_path = log_path
         venv = monailabel_venv()
         cmd = [
-            str(venv / "bin" / "monailabel"), "start_server",
-            "--app", str(APP_DIR), "--studies", str(studies),
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--conf", "bundles", str(bundles), "--conf", "models", ",".join(models),
+            str(venv / "bin" / "monailabel"),
+            "start_server",
+            "--app",
+            str(APP_DIR),
+            "--studies",
+            str(studies),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--conf",
+            "bundles",
+            str(bundles),
+            "--conf",
+            "models",
+            ",".join(models),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONAI_LABEL_")}
         env["PYTHONPATH"] = str(SHIM_DIR)

@@ -98,7 +98,9 @@ def test_inference_on_a_folder_keeps_original_sizes(trained, tmp_path):
         shutil.copy(p, images / p.name)
     Image.open(src[0]).resize((96, 80)).save(images / "odd.png")  # non-square, not the model size
     out = tmp_path / "out"
-    bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64)
+    bundle_run(
+        [bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64
+    )
     if name.endswith("classification"):
         rows = list(csv.DictReader(open(out / "predictions.csv")))
         assert len(rows) == 3 and {r["pred"] for r in rows} <= {"normal", "benign", "malignant"}
@@ -122,8 +124,17 @@ def test_inference_skips_bad_files_and_batches_mixed_formats(trained, tmp_path):
     shutil.copy(get_testdata_file("CT_small.dcm"), images / "c_ct.dcm")
     shutil.copy(get_testdata_file("examples_palette.dcm"), images / "d_us.dcm")
     out = tmp_path / "out"
-    proc = bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out,
-                      "--image_size", 64, "--batch_size", 2)
+    proc = bundle_run(
+        [bundle / "configs" / "inference.json"],
+        "--dataset_dir",
+        images,
+        "--output_dir",
+        out,
+        "--image_size",
+        64,
+        "--batch_size",
+        2,
+    )
     log = proc.stdout + proc.stderr
     assert "skipped" in log and "b_truncated.png" in log and "c_ct.dcm: DicomInputError" in log
     if name.endswith("classification"):
@@ -142,7 +153,9 @@ def test_bundle_predictor_matches_the_bundle_run(trained, tmp_path):
     images.mkdir()
     shutil.copy(img_path, images / img_path.name)
     out = tmp_path / "out"
-    bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64)
+    bundle_run(
+        [bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64
+    )
     predictor = BundlePredictor(bundle, overrides={"image_size": 64})
     pred = predictor.predict(np.asarray(Image.open(img_path)))
     if name.endswith("classification"):
@@ -160,17 +173,37 @@ def test_onnx_overlay_gives_the_eager_results(trained, tmp_path):
     images.mkdir()
     for p in sorted((data / "images").glob("test_*.png"))[:3]:
         shutil.copy(p, images / p.name)
-    cli = [sys.executable, "-m", "tinyusfm_monai.cli", "export", "--bundle", str(bundle), "--format", "onnx",
-           "--image_size", "64"]
+    cli = [
+        sys.executable,
+        "-m",
+        "tinyusfm_monai.cli",
+        "export",
+        "--bundle",
+        str(bundle),
+        "--format",
+        "onnx",
+        "--image_size",
+        "64",
+    ]
     subprocess.run(cli, check=True, capture_output=True, timeout=600)
     cfg = bundle / "configs"
     eager, onnx = tmp_path / "eager", tmp_path / "onnx"
     bundle_run([cfg / "inference.json"], "--dataset_dir", images, "--output_dir", eager, "--image_size", 64)
-    bundle_run([cfg / "inference.json", cfg / "inference_onnx.json"], "--dataset_dir", images, "--output_dir", onnx,
-               "--image_size", 64)
+    bundle_run(
+        [cfg / "inference.json", cfg / "inference_onnx.json"],
+        "--dataset_dir",
+        images,
+        "--output_dir",
+        onnx,
+        "--image_size",
+        64,
+    )
     if name.endswith("classification"):
-        read = lambda d: np.array([[float(v) for k, v in r.items() if k.startswith("p_")]  # noqa: E731
-                                   for r in csv.DictReader(open(d / "predictions.csv"))])
+
+        def read(folder: Path) -> np.ndarray:
+            rows = csv.DictReader(open(folder / "predictions.csv"))
+            return np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+
         np.testing.assert_allclose(read(onnx), read(eager), atol=1e-4)
     else:
         for mask in sorted(eager.glob("*_seg.png")):
@@ -200,10 +233,34 @@ def test_model_zoo_checks_and_exports_agree(trained, tmp_path):
     common = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
     for cmd in (
         mz + ["verify_net_in_out", "network_def", *common, "--image_size", "224"],
-        mz + ["ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
-              *common, "--image_size", "64", "--input_shape", "[1, 3, 64, 64]"],
-        mz + ["onnx_export", "network_def", "--filepath", "models/model.onnx", "--ckpt_file", "models/model.pt",
-              *common, "--image_size", "64", "--input_shape", "[1, 3, 64, 64]"],
+        mz
+        + [
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            *common,
+            "--image_size",
+            "64",
+            "--input_shape",
+            "[1, 3, 64, 64]",
+        ],
+        mz
+        + [
+            "onnx_export",
+            "network_def",
+            "--filepath",
+            "models/model.onnx",
+            "--ckpt_file",
+            "models/model.pt",
+            *common,
+            "--image_size",
+            "64",
+            "--input_shape",
+            "[1, 3, 64, 64]",
+        ],
     ):
         proc = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{cmd[3]} failed:\n{proc.stderr[-3000:]}"

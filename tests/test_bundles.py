@@ -93,9 +93,20 @@ def test_schema_rejects_a_broken_metadata(tmp_path):
 
 
 # IDs that MONAI Label, MONAI Deploy and model-zoo tooling look up, beyond MONAI's required properties.
-EXTRA_TRAIN_IDS = ["network_def", "network", "train#dataset#data", "train#handlers", "train#preprocessing",
-                   "train#postprocessing", "validate#evaluator", "validate#dataset#data", "validate#handlers",
-                   "val_interval", "initialize", "run"]
+EXTRA_TRAIN_IDS = [
+    "network_def",
+    "network",
+    "train#dataset#data",
+    "train#handlers",
+    "train#preprocessing",
+    "train#postprocessing",
+    "validate#evaluator",
+    "validate#dataset#data",
+    "validate#handlers",
+    "val_interval",
+    "initialize",
+    "run",
+]
 EXTRA_INFER_IDS = ["network", "preprocessing", "postprocessing", "dataset#data", "handlers", "initialize", "run"]
 
 

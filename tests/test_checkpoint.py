@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tinyusfm_monai.networks import CheckpointError, USFM, TinyUSFM, ViTSegmenter, load_pretrained, save_official
+from tinyusfm_monai.networks import USFM, CheckpointError, TinyUSFM, ViTSegmenter, load_pretrained, save_official
 from tinyusfm_monai.networks.checkpoint import interpolate_pos_embed, interpolate_rel_pos_table
 from tinyusfm_monai.networks.vit import relative_position_index
 
@@ -115,7 +115,7 @@ def test_missing_truncated_and_pickled_files(tmp_path, manifest):
     good = tmp_path / "good.pth"
     torch.save(official_state(manifest("tinyusfm")), good)
     truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(good.read_bytes()[: 100_000])
+    truncated.write_bytes(good.read_bytes()[:100_000])
     with pytest.raises(CheckpointError, match="truncated.pth: truncated or not a PyTorch checkpoint"):
         load_pretrained(TinyUSFM(), truncated)
     pickled = tmp_path / "code.pth"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_raw import BUILDERS, build_cubs, tree_digest
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
-from fixtures_raw import BUILDERS, build_cubs, tree_digest
 from tinyusfm_monai.data.prepare import prepare
 from tinyusfm_monai.data.registry import get_task, tasks_of
 

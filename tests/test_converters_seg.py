@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from fixtures_seg import BUILDERS, H, W, heart, build_ddti_original, build_kidneyus, write_itk
+from fixtures_seg import BUILDERS, H, W, build_ddti_original, build_kidneyus, heart, write_itk
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
@@ -243,4 +243,3 @@ def test_prepare_writes_datalists_monai_loads(built, tmp_path):
             by_patient.setdefault(fx.samples[sample_id].patient, set()).add(split)
         assert all(len(splits) == 1 for splits in by_patient.values()), by_patient
     shutil.rmtree(out)
-

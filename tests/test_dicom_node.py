@@ -51,8 +51,16 @@ def storescp(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    _wait_for(lambda: subprocess.run(["echoscu", "-aec", "PACS", "127.0.0.1", str(port)],
-                                     capture_output=True, timeout=10).returncode == 0, 20, "storescp to start")
+    _wait_for(
+        lambda: (
+            subprocess.run(
+                ["echoscu", "-aec", "PACS", "127.0.0.1", str(port)], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        ),
+        20,
+        "storescp to start",
+    )
     yield Destination("PACS", "127.0.0.1", port), received
     proc.terminate()
     try:
@@ -78,22 +86,36 @@ def test_node_receives_processes_and_forwards(tmp_path, storescp, caplog):
     port = free_port()
     spool, output = tmp_path / "spool", tmp_path / "results"
     sources = tmp_path / "modality"
-    marked = copy_with(us_file("US1_UNCR.dcm"), sources / "a.dcm", PatientName=PATIENT_MARKER,
-                       PatientID=PATIENT_ID_MARKER)
+    marked = copy_with(
+        us_file("US1_UNCR.dcm"), sources / "a.dcm", PatientName=PATIENT_MARKER, PatientID=PATIENT_ID_MARKER
+    )
     palette = shutil.copy(us_file("examples_palette.dcm"), sources / "b.dcm")
     cine = shutil.copy(us_file("examples_ybr_color.dcm"), sources / "c.dcm")
     damaged = make_short_pixel_data(sources / "d.dcm", src="US1_UNCI.dcm")
     predictor = ThresholdSegmenter("busi_segmentation")
     dest = f"{destination.ae_title}@{destination.host}:{destination.port}"
-    node = serve("unused", ae_title="TINYUSFM", port=port, dest=dest, host="127.0.0.1", spool=str(spool),
-                 output=str(output), queue_size=4, frames="every:10", predictor=predictor, block=False)
+    node = serve(
+        "unused",
+        ae_title="TINYUSFM",
+        port=port,
+        dest=dest,
+        host="127.0.0.1",
+        spool=str(spool),
+        output=str(output),
+        queue_size=4,
+        frames="every:10",
+        predictor=predictor,
+        block=False,
+    )
     try:
-        echo = subprocess.run(["echoscu", "-aec", "TINYUSFM", "127.0.0.1", str(port)], capture_output=True,
-                              timeout=20)
+        echo = subprocess.run(["echoscu", "-aec", "TINYUSFM", "127.0.0.1", str(port)], capture_output=True, timeout=20)
         assert echo.returncode == 0, echo.stderr
         # two modalities sending at the same time: concurrent associations
-        senders = [_storescu(port, marked, palette), _storescu(port, damaged),
-                   _storescu(port, cine, options=("--propose-jpeg8",))]
+        senders = [
+            _storescu(port, marked, palette),
+            _storescu(port, damaged),
+            _storescu(port, cine, options=("--propose-jpeg8",)),
+        ]
         for proc in senders:
             out, _ = proc.communicate(timeout=60)
             assert proc.returncode == 0, out
@@ -120,8 +142,7 @@ def test_node_receives_processes_and_forwards(tmp_path, storescp, caplog):
         ct = _storescu(port, us_file("CT_small.dcm"))
         ct.communicate(timeout=30)
         assert ct.returncode != 0
-        assert not any(p.stem == pydicom.dcmread(us_file("CT_small.dcm")).SOPInstanceUID
-                       for p in spool.rglob("*.dcm"))
+        assert not any(p.stem == pydicom.dcmread(us_file("CT_small.dcm")).SOPInstanceUID for p in spool.rglob("*.dcm"))
     finally:
         node.stop()
     assert "Zzyzxpatient" not in caplog.text and PATIENT_ID_MARKER not in caplog.text
@@ -135,8 +156,16 @@ def test_node_recovers_spool_after_restart(tmp_path, storescp):
     uid = pydicom.dcmread(us_file("US1_J2KR.dcm"), stop_before_pixels=True).SOPInstanceUID
     shutil.copy(us_file("US1_J2KR.dcm"), spool / "incoming" / f"{uid}.dcm")
     dest = f"{destination.ae_title}@{destination.host}:{destination.port}"
-    node = serve("unused", port=free_port(), dest=dest, host="127.0.0.1", spool=str(spool),
-                 output=str(tmp_path / "results"), predictor=ThresholdSegmenter("busi_segmentation"), block=False)
+    node = serve(
+        "unused",
+        port=free_port(),
+        dest=dest,
+        host="127.0.0.1",
+        spool=str(spool),
+        output=str(tmp_path / "results"),
+        predictor=ThresholdSegmenter("busi_segmentation"),
+        block=False,
+    )
     try:
         _wait_for(lambda: len(list(received.iterdir())) == 1, 60, "the recovered instance's SEG")
         assert node.wait_idle(30)
@@ -151,8 +180,16 @@ def test_node_keeps_instance_when_destination_is_down(tmp_path):
     require_tool("storescu")
     port = free_port()
     spool = tmp_path / "spool"
-    node = serve("unused", port=port, dest=f"NOBODY@127.0.0.1:{free_port()}", host="127.0.0.1", spool=str(spool),
-                 output=str(tmp_path / "results"), predictor=ThresholdSegmenter("busi_segmentation"), block=False)
+    node = serve(
+        "unused",
+        port=port,
+        dest=f"NOBODY@127.0.0.1:{free_port()}",
+        host="127.0.0.1",
+        spool=str(spool),
+        output=str(tmp_path / "results"),
+        predictor=ThresholdSegmenter("busi_segmentation"),
+        block=False,
+    )
     try:
         proc = _storescu(port, us_file("US1_UNCR.dcm"))
         proc.communicate(timeout=30)

@@ -110,8 +110,11 @@ def test_classification_sr(tmp_path, name, frames):
     assert len(findings) == len(image.frame_numbers)
     best = predictor.task.labels[int(np.argmax(probabilities[0]))]
     assert findings[0].ConceptCodeSequence[0].CodeMeaning.lower() == class_concept(best).meaning.lower()
-    probs = [float(i.MeasuredValueSequence[0].NumericValue) for i in items
-             if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Probability.value]
+    probs = [
+        float(i.MeasuredValueSequence[0].NumericValue)
+        for i in items
+        if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Probability.value
+    ]
     n_classes = len(predictor.task.labels)
     assert len(probs) == len(image.frame_numbers) * (n_classes + 1)
     assert np.allclose(probs[1 : 1 + n_classes], probabilities[0], atol=1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,16 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "tinyusfm_distillatio
 
 def tiny_teacher(img: int = 32) -> VisionTransformer:
     """USFM architecture (q/v bias, relative position bias, layer scale) at a fraction of the width."""
-    return VisionTransformer(img_size=img, embed_dim=48, depth=12, num_heads=12, qv_bias=True, use_abs_pos_emb=False,
-                             use_rel_pos_bias=True, init_values=0.1)
+    return VisionTransformer(
+        img_size=img,
+        embed_dim=48,
+        depth=12,
+        num_heads=12,
+        qv_bias=True,
+        use_abs_pos_emb=False,
+        use_rel_pos_bias=True,
+        init_values=0.1,
+    )
 
 
 def write_pngs(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Path]:
@@ -154,8 +161,9 @@ def test_distillation_model_and_loss(teacher):
 
 
 def test_components_switch_off(teacher):
-    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11], feature_weight=0, attn_weight=0,
-                              recon_weight=1)
+    model = DistillationModel(
+        TinyUSFM(img_size=32), teacher, [3, 11], [11], feature_weight=0, attn_weight=0, recon_weight=1
+    )
     assert len(model.projectors) == 0 and len(model.attn_adapters) == 0 and model.decoder is not None
     model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11], recon_weight=0)
     assert model.decoder is None
@@ -192,7 +200,9 @@ def test_bundle_preprocessing_is_the_shared_pipeline():
     for name in ("train.json", "coreset.json"):
         cfg = json.loads((BUNDLE / "configs" / name).read_text())
         assert cfg["pool_preprocessing"]["transforms"] == expected, name
-    assert json.loads((BUNDLE / "configs" / "train.json").read_text())["train"]["preprocessing"] == "@pool_preprocessing"
+    assert (
+        json.loads((BUNDLE / "configs" / "train.json").read_text())["train"]["preprocessing"] == "@pool_preprocessing"
+    )
 
 
 # ---- features / coreset / quality ----------------------------------------------------------------------------
@@ -208,14 +218,17 @@ def test_feature_shards_resume_and_ranks(tmp_path):
     items = manifest_datalist(tmp_path / "m.json")
     t = build_pool_transform(32)
     store = FeatureStore(tmp_path / "feat")
-    r1 = extract_features(items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=1,
-                          world_size=2)
+    r1 = extract_features(
+        items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=1, world_size=2
+    )
     assert r1["computed"] == 3 and store.missing() == [0, 2]  # rank 1 owns shard 1 only
-    r0 = extract_features(items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=0,
-                          world_size=2)
+    r0 = extract_features(
+        items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=0, world_size=2
+    )
     assert r0["computed"] == 4 and store.missing() == []
-    again = extract_features(items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3,
-                             rank=0, world_size=1)
+    again = extract_features(
+        items, manifest["pool_hash"], _embed, 12, store, t, batch_size=2, shard_size=3, rank=0, world_size=1
+    )
     assert again["computed"] == 0 and again["skipped"] == 7  # resumed: nothing recomputed
     full = store.read(0, 7)
     direct = torch.cat([_embed(t(it)["image"][None]) for it in items]).numpy()
@@ -274,18 +287,22 @@ def test_head_gradient_norm_is_exact():
     closed = per_sample_head_grad_norm(h, y, t)
     for i in range(3):
         head.zero_grad()
-        (head(h[i:i + 1]) - t[i:i + 1]).pow(2).mean().backward()
+        (head(h[i : i + 1]) - t[i : i + 1]).pow(2).mean().backward()
         g = torch.cat([head.weight.grad.flatten(), head.bias.grad])
         assert torch.isclose(closed[i], g.norm(), rtol=1e-4)
 
 
 def test_quality_prefers_high_and_stable():
-    grads = np.array([
-        [2.0, 2.0, 2.0],  # high, stable
-        [1.0, 1.0, 1.0],  # mid, stable
-        [3.0, 0.2, 3.0],  # oscillating
-        [0.1, 0.1, 0.1],  # low
-    ] + [[1.0, 1.0, 1.0]] * 5, dtype=np.float32)
+    grads = np.array(
+        [
+            [2.0, 2.0, 2.0],  # high, stable
+            [1.0, 1.0, 1.0],  # mid, stable
+            [3.0, 0.2, 3.0],  # oscillating
+            [0.1, 0.1, 0.1],  # low
+        ]
+        + [[1.0, 1.0, 1.0]] * 5,
+        dtype=np.float32,
+    )
     q = quality_scores(grads)
     assert np.argsort(-q[:4]).tolist() == [0, 1, 3, 2] or (q[0] > q[1] > max(q[2], q[3]))
 

@@ -21,8 +21,15 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "tinyusfm_distillatio
 CONFIGS = BUNDLE / "configs"
 
 TINY_TEACHER = {
-    "_target_": "tinyusfm_monai.networks.VisionTransformer", "img_size": 32, "embed_dim": 48, "depth": 12,
-    "num_heads": 12, "qv_bias": True, "use_abs_pos_emb": False, "use_rel_pos_bias": True, "init_values": 0.1,
+    "_target_": "tinyusfm_monai.networks.VisionTransformer",
+    "img_size": 32,
+    "embed_dim": 48,
+    "depth": 12,
+    "num_heads": 12,
+    "qv_bias": True,
+    "use_abs_pos_emb": False,
+    "use_rel_pos_bias": True,
+    "init_values": 0.1,
 }
 
 
@@ -30,21 +37,44 @@ def bundle_cmd(config: str, root: Path, args: dict, *extra: str) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     args_file = root / "args.json"
     args_file.write_text(json.dumps(args))
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config),
-            "--logging_file", str(CONFIGS / "logging.conf"), "--bundle_root", str(root), "--args_file",
-            str(args_file), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(CONFIGS / config),
+        "--logging_file",
+        str(CONFIGS / "logging.conf"),
+        "--bundle_root",
+        str(root),
+        "--args_file",
+        str(args_file),
+        *extra,
+    ]
 
 
 def run_bundle(config: str, root: Path, args: dict, *extra: str, timeout: int = 300) -> str:
-    proc = subprocess.run(bundle_cmd(config, root, args, *extra), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        bundle_cmd(config, root, args, *extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return log
 
 
-TRAIN_ARGS = {"image_size": 32, "phantom_pool_size": 8, "batch_size": 2, "max_epochs": 4, "base_lr": 0.05,
-              "teacher_def": TINY_TEACHER}
+TRAIN_ARGS = {
+    "image_size": 32,
+    "phantom_pool_size": 8,
+    "batch_size": 2,
+    "max_epochs": 4,
+    "base_lr": 0.05,
+    "teacher_def": TINY_TEACHER,
+}
 
 
 def _final_state(root: Path) -> dict:
@@ -64,8 +94,12 @@ def test_train_kill_and_exact_resume(tmp_path):
 
     # interrupted run: SIGKILL as soon as the first epoch's checkpoint is complete (written atomically)
     run = tmp_path / "killed"
-    proc = subprocess.Popen(bundle_cmd("train.json", run, TRAIN_ARGS), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        bundle_cmd("train.json", run, TRAIN_ARGS),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     first = run / "models" / "last.pt"
     deadline = time.time() + 240
     try:
@@ -104,8 +138,15 @@ def test_train_kill_and_exact_resume(tmp_path):
 @pytest.mark.slow
 def test_coreset_then_train_on_coreset(tmp_path):
     root = tmp_path / "b"
-    args = {"image_size": 32, "phantom_pool_size": 16, "teacher_def": TINY_TEACHER, "coreset#budget": 0.25,
-            "coreset#shard_size": 6, "coreset#proxy_epochs": 2, "coreset#num_clusters": 3}
+    args = {
+        "image_size": 32,
+        "phantom_pool_size": 16,
+        "teacher_def": TINY_TEACHER,
+        "coreset#budget": 0.25,
+        "coreset#shard_size": 6,
+        "coreset#proxy_epochs": 2,
+        "coreset#num_clusters": 3,
+    }
     log = run_bundle("coreset.json", root, args)
     out = root / "eval" / "coreset"
     datalist = json.loads((out / "coreset_datalist.json").read_text())
@@ -119,8 +160,13 @@ def test_coreset_then_train_on_coreset(tmp_path):
     # the coreset datalist is what train.json consumes
     items = manifest_datalist(root / "eval" / "pool_manifest.json", out / "coreset_datalist.json")
     assert len(items) == 4 and {"image", "frame"} <= set(items[0])
-    run_bundle("train.json", root, {**TRAIN_ARGS, "phantom_pool_size": 16, "max_epochs": 1},
-               "--coreset_datalist", str(out / "coreset_datalist.json"))
+    run_bundle(
+        "train.json",
+        root,
+        {**TRAIN_ARGS, "phantom_pool_size": 16, "max_epochs": 1},
+        "--coreset_datalist",
+        str(out / "coreset_datalist.json"),
+    )
     assert (root / "models" / "model.pt").is_file()
 
 
@@ -138,8 +184,14 @@ def test_metadata_validates_and_names_the_student():
         assert cfg["bundle_root"]["_target_"] == "tinyusfm_monai.bundle.components.default_bundle_root"
         assert cfg["network_def"]["_target_"] == "tinyusfm_monai.networks.TinyUSFM"
         assert cfg["teacher_def"]["_target_"] == "tinyusfm_monai.networks.USFM"  # the default teacher is USFM
-    for path in ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "configs/logging.conf",
-                 "configs/multi_gpu_train.json"):
+    for path in (
+        "LICENSE",
+        "large_files.yml",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "configs/logging.conf",
+        "configs/multi_gpu_train.json",
+    ):
         assert (BUNDLE / path).is_file(), path
 
 
@@ -147,5 +199,9 @@ def test_metadata_validates_and_names_the_student():
 def test_verify_net_in_out_on_the_student():
     from monai.bundle import verify_net_in_out
 
-    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
-                      config_file=str(CONFIGS / "train.json"), device="cpu")
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "train.json"),
+        device="cpu",
+    )

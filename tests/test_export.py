@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from tinyusfm_monai.deploy import configure_threads, export_onnx, onnx_session, physical_cores
-from tinyusfm_monai.deploy import quantize_linear_dynamic, quantize_onnx_int8
+from tinyusfm_monai.deploy import (
+    configure_threads,
+    export_onnx,
+    onnx_session,
+    physical_cores,
+    quantize_linear_dynamic,
+    quantize_onnx_int8,
+)
 from tinyusfm_monai.deploy.onnx import run_onnx
-from tinyusfm_monai.networks import TinyUSFM, USFM, ViTSegmenter
+from tinyusfm_monai.networks import USFM, TinyUSFM, ViTSegmenter
 
 pytest.importorskip("onnxruntime")
 

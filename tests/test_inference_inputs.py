@@ -12,10 +12,10 @@ from dicom_fixtures import make_truncated, us_file
 from monai.data import DataLoader
 from PIL import Image
 
-from tinyusfm_monai.transforms.io import LoadUltrasoundImaged
 from tinyusfm_monai.data.skipping_dataset import SkipUnreadableDataset
-from tinyusfm_monai.transforms.pipelines import ANY_FORMAT, build_preprocessing
 from tinyusfm_monai.io.dicom import DicomInputError
+from tinyusfm_monai.transforms.io import LoadUltrasoundImaged
+from tinyusfm_monai.transforms.pipelines import ANY_FORMAT, build_preprocessing
 
 
 def load(path):

@@ -85,9 +85,22 @@ def test_task_bundle_workflow_properties(name, tmp_path):
 
 def test_distillation_bundle_workflow_properties(tmp_path):
     configs = BUNDLES / "tinyusfm_distillation" / "configs"
-    tiny_teacher = {"_target_": "tinyusfm_monai.networks.VisionTransformer", "img_size": 32, "embed_dim": 48,
-                    "depth": 12, "num_heads": 12, "qv_bias": True, "use_abs_pos_emb": False,
-                    "use_rel_pos_bias": True, "init_values": 0.1}
-    override = {"image_size": 32, "phantom_pool_size": 4, "teacher_def": tiny_teacher,
-                "dataset_dir": str(tmp_path / "pool"), "output_dir": str(tmp_path / "eval")}
+    tiny_teacher = {
+        "_target_": "tinyusfm_monai.networks.VisionTransformer",
+        "img_size": 32,
+        "embed_dim": 48,
+        "depth": 12,
+        "num_heads": 12,
+        "qv_bias": True,
+        "use_abs_pos_emb": False,
+        "use_rel_pos_bias": True,
+        "init_values": 0.1,
+    }
+    override = {
+        "image_size": 32,
+        "phantom_pool_size": 4,
+        "teacher_def": tiny_teacher,
+        "dataset_dir": str(tmp_path / "pool"),
+        "output_dir": str(tmp_path / "eval"),
+    }
     assert _check(configs / "train.json", "train", **override) == []

@@ -3,7 +3,8 @@
 Starts `monailabel start_server` from the separate venv (tinyusfm_monai/monailabel/setup_env.sh) on 127.0.0.1
 with a classification and a segmentation bundle (tmp copies at image size 64 with seeded initial weights), and
 checks every answer against the bundle's own pipeline run here with the same weights, before and after a
-one-epoch `POST /train/<bundle>`. The server runs with tinyusfm_monai/monailabel/compat on PYTHONPATH (see its docstring).
+one-epoch `POST /train/<bundle>`. The server runs with tinyusfm_monai/monailabel/compat on PYTHONPATH (see its
+docstring).
 Without the venv: fails under CI=true, skips otherwise.
 """
 

@@ -46,7 +46,9 @@ def test_intermediate_tokens_and_attention_come_from_the_same_pass(cls):
     model = cls(num_classes=0, img_size=64).eval()
     x = torch.randn(1, 3, 64, 64)
     seen = {}
-    hooks = [b.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o[0])) for k, b in enumerate(model.blocks)]
+    hooks = [
+        b.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o[0])) for k, b in enumerate(model.blocks)
+    ]
     final, tokens, attns = model.forward_features(x, [3, 11], [0, 11])
     for h in hooks:
         h.remove()
@@ -78,8 +80,14 @@ def test_segmenter_uses_blocks_4_6_8_12():
     assert not torch.allclose(before, model(x))
 
 
-@pytest.mark.parametrize("make", [lambda: TinyUSFM(num_classes=3, img_size=64), lambda: USFM(img_size=64),
-                                  lambda: ViTSegmenter("tinyusfm", num_classes=2, img_size=64)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TinyUSFM(num_classes=3, img_size=64),
+        lambda: USFM(img_size=64),
+        lambda: ViTSegmenter("tinyusfm", num_classes=2, img_size=64),
+    ],
+)
 def test_torchscript_matches_eager(make):
     model = make().eval()
     x = torch.randn(1, 3, 64, 64)

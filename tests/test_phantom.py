@@ -225,7 +225,12 @@ def test_ensure_pool_and_env_cache(tmp_path, monkeypatch):
 
 def test_cli_writes_tasks_and_pool(tmp_path):
     written = phantom.phantom_cli(
-        str(tmp_path), task="aul_classification,luss_segmentation", n_train=2, n_val=1, n_test=1, pool=2,
+        str(tmp_path),
+        task="aul_classification,luss_segmentation",
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        pool=2,
         image_size=SIZE,
     )
     assert len(written) == 3
@@ -266,11 +271,17 @@ def train_classifier(name: str, n_train: int = 180, n_test: int = 120, size: int
     xt, yt = _dataset(name, "test", n_test, size)
     k = TASKS[name].num_classes
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 5, stride=2, padding=2), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, k),
+        nn.Conv2d(1, 16, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128, k),
     )
     opt = torch.optim.Adam(net.parameters(), 3e-3)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y).long()
@@ -284,9 +295,9 @@ def train_classifier(name: str, n_train: int = 180, n_test: int = 120, size: int
     return float((pred == yt).mean())
 
 
-def train_segmenter(name: str, n_train: int = 160, n_test: int = 60, size: int = SIZE, epochs: int = 20) -> tuple[
-    float, float
-]:
+def train_segmenter(
+    name: str, n_train: int = 160, n_test: int = 60, size: int = SIZE, epochs: int = 20
+) -> tuple[float, float]:
     """Tiny fully convolutional net on CPU; returns (mean foreground Dice, Dice of predicting all foreground)."""
     import torch
     from torch import nn
@@ -302,10 +313,14 @@ def train_segmenter(name: str, n_train: int = 160, n_test: int = 60, size: int =
         def __init__(self) -> None:
             super().__init__()
             self.encoder = nn.Sequential(
-                nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 32, 3, padding=2, dilation=2), nn.ReLU(),
-                nn.Conv2d(32, 32, 3, padding=4, dilation=4), nn.ReLU(),
+                nn.Conv2d(1, 16, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 32, 3, padding=2, dilation=2),
+                nn.ReLU(),
+                nn.Conv2d(32, 32, 3, padding=4, dilation=4),
+                nn.ReLU(),
             )
             self.head = nn.Conv2d(33, k, 3, padding=1)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_raw import build_aul, build_busi, build_fetal_planes, speckle, tree_digest
 from PIL import Image
 
-from fixtures_raw import build_aul, build_busi, build_fetal_planes, speckle, tree_digest
 from tinyusfm_monai.data import splits as splits_module
 from tinyusfm_monai.data.converters import busi as busi_converter
 from tinyusfm_monai.data.converters.base import RawSample
-from tinyusfm_monai.data.leakage import fingerprint, find_cross_split_duplicates
+from tinyusfm_monai.data.leakage import find_cross_split_duplicates, fingerprint
 from tinyusfm_monai.data.prepare import prepare
 from tinyusfm_monai.data.splits import Item, assign_splits, grouped_split, split_file_path
 
@@ -141,8 +141,15 @@ def test_leakage_check_finds_exact_and_near_duplicates_only():
         "blank1": fingerprint(np.zeros((64, 64), np.uint8)),
         "blank2": fingerprint(np.full((64, 64), 3, np.uint8)),
     }
-    split = {"orig": "training", "copy": "test", "noisy": "validation", "resized": "test", "other": "test",
-             "blank1": "training", "blank2": "test"}
+    split = {
+        "orig": "training",
+        "copy": "test",
+        "noisy": "validation",
+        "resized": "test",
+        "other": "test",
+        "blank1": "training",
+        "blank2": "test",
+    }
     found = {(f["kind"], tuple(f["ids"])) for f in find_cross_split_duplicates(prints, split)}
     assert ("exact", ("copy", "orig")) in found
     assert ("near-duplicate", ("noisy", "orig")) in found
@@ -179,15 +186,30 @@ def test_unknown_class_bad_mask_values_and_unsafe_ids_are_reported_and_the_rest_
     root = tmp_path / "raw"
     root.mkdir()
     good = [
-        RawSample(id=f"ok_{i}", source=root / f"{i}.png", load_image=partial(speckle, f"ok{i}"), label="benign",
-                  load_mask=partial(lambda: np.ones((64, 64), np.uint8)))
+        RawSample(
+            id=f"ok_{i}",
+            source=root / f"{i}.png",
+            load_image=partial(speckle, f"ok{i}"),
+            label="benign",
+            load_mask=partial(lambda: np.ones((64, 64), np.uint8)),
+        )
         for i in range(10)
     ]
     bad = [
-        RawSample(id="alien", source=root / "alien.png", load_image=partial(speckle, "x"), label="cyst",
-                  load_mask=lambda: np.zeros((64, 64), np.uint8)),
-        RawSample(id="values", source=root / "values.png", load_image=partial(speckle, "y"), label="benign",
-                  load_mask=lambda: np.full((64, 64), 255, np.uint8)),
+        RawSample(
+            id="alien",
+            source=root / "alien.png",
+            load_image=partial(speckle, "x"),
+            label="cyst",
+            load_mask=lambda: np.zeros((64, 64), np.uint8),
+        ),
+        RawSample(
+            id="values",
+            source=root / "values.png",
+            load_image=partial(speckle, "y"),
+            label="benign",
+            load_mask=lambda: np.full((64, 64), 255, np.uint8),
+        ),
         RawSample(id="../escape", source=root / "e.png", load_image=partial(speckle, "z"), label="benign"),
         RawSample(id="ok_1", source=root / "dup.png", load_image=partial(speckle, "w"), label="benign"),
     ]
@@ -242,8 +264,21 @@ def test_empty_source_says_where_the_layout_is_documented(tmp_path):
 
 def test_command_line_entry_point(tmp_path):
     root = build_aul(tmp_path / "raw", per_class=10)["root"]
-    cmd = [sys.executable, "-m", "tinyusfm_monai.cli", "prepare", "aul", "--src", str(root),
-           "--out", str(tmp_path / "out"), "--splits_dir", str(tmp_path / "splits"), "--progress", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinyusfm_monai.cli",
+        "prepare",
+        "aul",
+        "--src",
+        str(root),
+        "--out",
+        str(tmp_path / "out"),
+        "--splits_dir",
+        str(tmp_path / "splits"),
+        "--progress",
+        "False",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "aul_classification: 30 found, 30 converted" in result.stdout

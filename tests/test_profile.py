@@ -38,7 +38,9 @@ class _Tokens(torch.nn.Module):
 
 
 def test_tiny_head_adds_only_its_own_flops():
-    assert count_flops(TinyUSFM(num_classes=10, img_size=64), 64) - count_flops(TinyUSFM(img_size=64), 64) == 2 * 192 * 10
+    assert (
+        count_flops(TinyUSFM(num_classes=10, img_size=64), 64) - count_flops(TinyUSFM(img_size=64), 64) == 2 * 192 * 10
+    )
 
 
 def test_profile_command_prints_table():

@@ -57,16 +57,53 @@ def test_wheel_runs_copied_bundles_in_an_empty_folder(installed):
     where = run([python, "-c", "import tinyusfm_monai; print(tinyusfm_monai.__file__)"], work, env)
     assert "site-packages" in where and str(ROOT) not in where
 
-    schema = run([python, "-c", "import importlib.resources as r; print(r.files('tinyusfm_monai.bundle')"
-                  ".joinpath('schema/meta_schema_20240725.json'))"], work, env).strip().splitlines()[-1]
+    schema = (
+        run(
+            [
+                python,
+                "-c",
+                "import importlib.resources as r; print(r.files('tinyusfm_monai.bundle')"
+                ".joinpath('schema/meta_schema_20240725.json'))",
+            ],
+            work,
+            env,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     for name in ("busi_classification", "tinyusfm_distillation"):
-        run([python, "-m", "monai.bundle", "verify_metadata", "--meta_file", f"{name}/configs/metadata.json",
-             "--filepath", schema], work, env)
+        run(
+            [
+                python,
+                "-m",
+                "monai.bundle",
+                "verify_metadata",
+                "--meta_file",
+                f"{name}/configs/metadata.json",
+                "--filepath",
+                schema,
+            ],
+            work,
+            env,
+        )
 
     bundle = work / "busi_classification"
     tiny = ["--image_size", "32", "--batch_size", "16", "--num_workers", "0"]
-    log = run([python, "-m", "monai.bundle", "run", "--config_file", f"{bundle.name}/configs/train.json",
-               "--max_epochs", "1", *tiny], work, env)
+    log = run(
+        [
+            python,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            f"{bundle.name}/configs/train.json",
+            "--max_epochs",
+            "1",
+            *tiny,
+        ],
+        work,
+        env,
+    )
     assert "Epoch[1] Complete" in log
     assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "last.pt").is_file()
 
@@ -75,18 +112,53 @@ def test_wheel_runs_copied_bundles_in_an_empty_folder(installed):
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (60, 80), dtype=np.uint8)).save(images / f"us_{i}.png")
-    run([python, "-m", "monai.bundle", "run", "--config_file", f"{bundle.name}/configs/inference.json",
-         "--dataset_dir", str(images), "--image_size", "32"], work, env)
+    run(
+        [
+            python,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            f"{bundle.name}/configs/inference.json",
+            "--dataset_dir",
+            str(images),
+            "--image_size",
+            "32",
+        ],
+        work,
+        env,
+    )
     rows = (bundle / "eval" / "predictions.csv").read_text().splitlines()
     assert rows[0].startswith("image,pred,p_normal") and len(rows) == 3
 
     distil = work / "tinyusfm_distillation"
-    teacher = {"_target_": "tinyusfm_monai.networks.VisionTransformer", "img_size": 32, "embed_dim": 48, "depth": 12,
-               "num_heads": 12, "qv_bias": True, "use_abs_pos_emb": False, "use_rel_pos_bias": True,
-               "init_values": 0.1}
+    teacher = {
+        "_target_": "tinyusfm_monai.networks.VisionTransformer",
+        "img_size": 32,
+        "embed_dim": 48,
+        "depth": 12,
+        "num_heads": 12,
+        "qv_bias": True,
+        "use_abs_pos_emb": False,
+        "use_rel_pos_bias": True,
+        "init_values": 0.1,
+    }
     args = work / "distil_args.json"
-    args.write_text(json.dumps({"image_size": 32, "phantom_pool_size": 4, "batch_size": 2, "max_epochs": 1,
-                                "teacher_def": teacher}))
-    run([python, "-m", "monai.bundle", "run", "--config_file", f"{distil.name}/configs/train.json",
-         "--args_file", str(args)], work, env)
+    args.write_text(
+        json.dumps({"image_size": 32, "phantom_pool_size": 4, "batch_size": 2, "max_epochs": 1, "teacher_def": teacher})
+    )
+    run(
+        [
+            python,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            f"{distil.name}/configs/train.json",
+            "--args_file",
+            str(args),
+        ],
+        work,
+        env,
+    )
     assert (distil / "models" / "model.pt").is_file()  # the student, official TinyUSFM layout

@@ -98,12 +98,17 @@ def main(out: str = "runs/demo", epochs: int = 15, image_size: int = 64, fresh: 
     _real_ultrasound(real)
     for task in DEMO_TASKS:
         bundle = work / task
-        _bundle_run([bundle / "configs" / "inference.json"], "--dataset_dir", str(real), "--output_dir", str(bundle / "infer"))
+        _bundle_run(
+            [bundle / "configs" / "inference.json"], "--dataset_dir", str(real), "--output_dir", str(bundle / "infer")
+        )
     from tinyusfm_monai.dicom.batch import infer as dicom_infer
 
     dicom_out = work / "dicom_out"
     for task in DEMO_TASKS:
-        print(f"$ tinyusfm-monai dicom infer --bundle {work / task} --input {real} --output {dicom_out / task}", flush=True)
+        print(
+            f"$ tinyusfm-monai dicom infer --bundle {work / task} --input {real} --output {dicom_out / task}",
+            flush=True,
+        )
         dicom_infer(bundle=str(work / task), input=str(real), output=str(dicom_out / task))
     _print_summary(results, work, real, dicom_out)
 
@@ -116,14 +121,18 @@ def _print_summary(results: dict[str, dict[str, Any]], work: Path, real: Path, d
 
     from tinyusfm_monai.data.registry import TASKS
 
-    print("\n== results (phantom test split; random-init backbone, brief training: a pipeline check, not TinyUSFM's "
-          "published accuracy) ==")
+    print(
+        "\n== results (phantom test split; random-init backbone, brief training: a pipeline check, not TinyUSFM's "
+        "published accuracy) =="
+    )
     print(f"{'task':<22} {'train s':>8}  metrics")
     for task, m in results.items():
         if TASKS[task].task_type == "classification":
             chance = 1 / TASKS[task].num_classes
-            line = (f"accuracy {m['accuracy']:.3f} (chance {chance:.3f}), F1 {m['f1']:.3f}, AUC {m['auc']:.3f}, "
-                    f"MCC {m['mcc']:.3f}")
+            line = (
+                f"accuracy {m['accuracy']:.3f} (chance {chance:.3f}), F1 {m['f1']:.3f}, AUC {m['auc']:.3f}, "
+                f"MCC {m['mcc']:.3f}"
+            )
         else:
             line = f"Dice {m['dice']:.3f}, IoU {m['iou']:.3f}, HD95 {m['hd95']:.1f}px"
         print(f"{task:<22} {m['train_s']:>8.0f}  {line}")
@@ -135,14 +144,18 @@ def _print_summary(results: dict[str, dict[str, Any]], work: Path, real: Path, d
         print(f"  {Path(row['image']).name:<26} class: {row['pred']:<10} ({probs})")
     for path in sorted((work / "busi_segmentation" / "infer").glob("*_seg.png")):
         mask = np.asarray(Image.open(path))
-        print(f"  {path.name:<26} mask {mask.shape[1]}x{mask.shape[0]}, lesion {100 * (mask > 0).mean():.1f}% of pixels")
+        print(
+            f"  {path.name:<26} mask {mask.shape[1]}x{mask.shape[0]}, lesion {100 * (mask > 0).mean():.1f}% of pixels"
+        )
     print("\nhospital IT path (DICOM SEG / SR, one report per run):")
     for task in results:
         report = json.loads((dicom_out / task / "report.json").read_text())
         entries = report.get("inputs", report.get("rows", []))
         done = sum(1 for r in entries if r.get("status") == "processed")
         outputs = sorted(p.name for p in (dicom_out / task).rglob("*.dcm"))
-        print(f"  {task:<22} processed {done}/{len(entries)} inputs -> {len(outputs)} DICOM objects in {dicom_out / task}")
+        print(
+            f"  {task:<22} processed {done}/{len(entries)} inputs -> {len(outputs)} DICOM objects in {dicom_out / task}"
+        )
     print(f"\neverything is in {work}")
 
 

@@ -116,7 +116,8 @@ def _optimisation() -> dict[str, Any]:
 def _train_section(task: Task) -> dict[str, Any]:
     recipe = recipe_for(task)
     return {
-        "deterministic_transforms": load_config(recipe.keys) + [resize_config("@image_size", with_label=len(recipe.keys) > 1)],
+        "deterministic_transforms": load_config(recipe.keys)
+        + [resize_config("@image_size", with_label=len(recipe.keys) > 1)],
         "random_transforms": recipe.augmentations(task),
         "final_transforms": normalise_config(),
         "preprocessing": {
@@ -130,8 +131,12 @@ def _train_section(task: Task) -> dict[str, Any]:
         # on every rank: the schedule, validation, and the checkpoint (every rank resumes; rank 0 writes)
         "handlers": [
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
-            {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "epoch_level": True,
-             "interval": "@val_interval"},
+            {
+                "_target_": "ValidationHandler",
+                "validator": "@validate#evaluator",
+                "epoch_level": True,
+                "interval": "@val_interval",
+            },
             {
                 "_target_": "tinyusfm_monai.handlers.training_state.TrainingCheckpoint",
                 "path": "$@ckpt_dir + '/last.pt'",
@@ -148,8 +153,12 @@ def _train_section(task: Task) -> dict[str, Any]:
         "rank0_handlers": [
             {"_target_": "tinyusfm_monai.handlers.progress.ProgressBar"},
             {"_target_": "StatsHandler", "tag_name": "train_loss", "output_transform": LOSS_OUTPUT},
-            {"_target_": "TensorBoardStatsHandler", "log_dir": "@output_dir", "tag_name": "train_loss",
-             "output_transform": LOSS_OUTPUT},
+            {
+                "_target_": "TensorBoardStatsHandler",
+                "log_dir": "@output_dir",
+                "tag_name": "train_loss",
+                "output_transform": LOSS_OUTPUT,
+            },
         ],
         "key_metric": recipe.key_metric(recipe.train_metric),
         "trainer": {
@@ -208,8 +217,20 @@ def _validate_section(task: Task) -> dict[str, Any]:
 
 def train_config(task: Task) -> dict[str, Any]:
     """configs/train.json: fine-tune with validation, best model to models/model.pt, resumable."""
-    settings = {k: DEFAULTS[k] for k in ("seed", "max_epochs", "warmup_epochs", "val_interval", "batch_size",
-                                         "num_workers", "learning_rate", "weight_decay", "layer_decay")}
+    settings = {
+        k: DEFAULTS[k]
+        for k in (
+            "seed",
+            "max_epochs",
+            "warmup_epochs",
+            "val_interval",
+            "batch_size",
+            "num_workers",
+            "learning_rate",
+            "weight_decay",
+            "layer_decay",
+        )
+    }
     return {
         **_common(task),
         "pretrained": "",
@@ -326,17 +347,26 @@ def multi_gpu_config(task: Task) -> dict[str, Any]:
             "device_ids": "$[@device] if torch.cuda.is_available() else None",
         },
         "optimizer#params#model": "@network_def",
-        "train#sampler": {"_target_": "DistributedSampler", "dataset": "@train#dataset", "even_divisible": True,
-                          "shuffle": True},
+        "train#sampler": {
+            "_target_": "DistributedSampler",
+            "dataset": "@train#dataset",
+            "even_divisible": True,
+            "shuffle": True,
+        },
         "train#dataloader#sampler": "@train#sampler",
         "train#dataloader#shuffle": False,
         "train#trainer#train_handlers": "$@train#handlers + (@train#rank0_handlers if dist.get_rank() == 0 else [])",
-        "validate#sampler": {"_target_": "DistributedSampler", "dataset": "@validate#dataset",
-                             "even_divisible": False, "shuffle": False},
+        "validate#sampler": {
+            "_target_": "DistributedSampler",
+            "dataset": "@validate#dataset",
+            "even_divisible": False,
+            "shuffle": False,
+        },
         "validate#dataloader#sampler": "@validate#sampler",
         "validate#evaluator#val_handlers": "$None if dist.get_rank() > 0 else @validate#handlers",
         "initialize": [
-            "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
+            "$dist.is_initialized() or "
+            "dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
             "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
             "$monai.utils.set_determinism(seed=@seed)",
             "$@load_pretrained",

@@ -176,7 +176,10 @@ def train_config() -> dict[str, Any]:
                 "settings": "@distill",
             },
             "network": "$@train#distiller.to(@device)",
-            "masker": {"_target_": "tinyusfm_monai.distillation.masks.DomainMasker.from_settings", "settings": "@masks"},
+            "masker": {
+                "_target_": "tinyusfm_monai.distillation.masks.DomainMasker.from_settings",
+                "settings": "@masks",
+            },
             "consistency": {
                 "_target_": "tinyusfm_monai.distillation.consistency.ConsistencyWeighting.from_settings",
                 "settings": "@consistency",
@@ -209,16 +212,27 @@ def train_config() -> dict[str, Any]:
                     },
                     "resume": "@resume",
                 },
-                {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "epoch_level": False,
-                 "print_lr": False},
+                {
+                    "_target_": "LrScheduleHandler",
+                    "lr_scheduler": "@lr_scheduler",
+                    "epoch_level": False,
+                    "print_lr": False,
+                },
             ],
             # on rank 0 only (multi_gpu_train.json leaves these out on the other ranks)
             "rank0_handlers": [
                 {"_target_": "StatsHandler", "tag_name": "train", "output_transform": _loss_terms()},
-                {"_target_": "tinyusfm_monai.handlers.weights.ExportStudent", "student": "@network",
-                 "path": "@student_path"},
-                {"_target_": "TensorBoardStatsHandler", "log_dir": "@log_dir", "tag_name": "train",
-                 "output_transform": _loss_terms()},
+                {
+                    "_target_": "tinyusfm_monai.handlers.weights.ExportStudent",
+                    "student": "@network",
+                    "path": "@student_path",
+                },
+                {
+                    "_target_": "TensorBoardStatsHandler",
+                    "log_dir": "@log_dir",
+                    "tag_name": "train",
+                    "output_transform": _loss_terms(),
+                },
                 {"_target_": "tinyusfm_monai.handlers.progress.ProgressBar", "output_transform": _loss_terms()},
             ],
             "trainer": {
@@ -253,8 +267,12 @@ def multi_gpu_config() -> dict[str, Any]:
             "device_ids": "$[@device] if torch.cuda.is_available() else None",
             "find_unused_parameters": True,
         },
-        "train#sampler": {"_target_": "DistributedSampler", "dataset": "@train#dataset", "even_divisible": True,
-                          "shuffle": True},
+        "train#sampler": {
+            "_target_": "DistributedSampler",
+            "dataset": "@train#dataset",
+            "even_divisible": True,
+            "shuffle": True,
+        },
         "train#dataloader#sampler": "@train#sampler",
         "train#dataloader#shuffle": False,
         "train#trainer#train_handlers": "$@train#handlers + (@train#rank0_handlers if dist.get_rank() == 0 else [])",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from tinyusfm_monai import __version__
 from tinyusfm_monai.data.registry import DATASETS, TASKS, Task
@@ -129,5 +129,7 @@ def generate(out: str = "bundles", tasks: str = "all", check: bool = False) -> l
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content)
     if check and touched:
-        raise SystemExit("bundles differ from the registry; run `tinyusfm-monai bundles generate`:\n" + "\n".join(touched))
+        raise SystemExit(
+            "bundles differ from the registry; run `tinyusfm-monai bundles generate`:\n" + "\n".join(touched)
+        )
     return touched

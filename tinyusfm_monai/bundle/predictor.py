@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -95,7 +96,9 @@ class BundlePredictor:
         self.version = str(self.metadata.get("version", "0"))
         self.device = parser.get_parsed_content("device")
         self.network = parser.get_parsed_content("network_def").to(self.device).eval()
-        TrainedWeightsLoader(str(weights or self.bundle_dir / "models" / "model.pt"), self.network, str(self.bundle_dir)).load()
+        TrainedWeightsLoader(
+            str(weights or self.bundle_dir / "models" / "model.pt"), self.network, str(self.bundle_dir)
+        ).load()
         pre = parser.get_parsed_content("preprocessing")
         self.preprocessing = Compose([t for t in pre.transforms if not isinstance(t, LoadImaged)])
         self.inferer = parser.get_parsed_content("inferer")

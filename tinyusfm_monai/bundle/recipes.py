@@ -176,8 +176,14 @@ class SegmentationRecipe(TaskRecipe):
 
     def extra_augmentations(self) -> list[dict[str, Any]]:
         return [
-            {"_target_": "RandZoomd", "keys": self.keys, "prob": 0.5, "min_zoom": 1.0, "max_zoom": 1.3,
-             "mode": self.interpolation},
+            {
+                "_target_": "RandZoomd",
+                "keys": self.keys,
+                "prob": 0.5,
+                "min_zoom": 1.0,
+                "max_zoom": 1.3,
+                "mode": self.interpolation,
+            },
             {"_target_": "RandAdjustContrastd", "keys": "image", "prob": 0.5, "gamma": [0.5, 2.0]},
             {"_target_": "RandScaleIntensityFixedMeand", "keys": "image", "prob": 0.5, "factors": [-0.5, 1.0]},
         ]
@@ -190,8 +196,12 @@ class SegmentationRecipe(TaskRecipe):
 
     def val_postprocessing(self, task: Task) -> list[dict[str, Any]]:
         return [
-            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
-             "to_onehot": task.num_classes},
+            {
+                "_target_": "AsDiscreted",
+                "keys": ["pred", "label"],
+                "argmax": [True, False],
+                "to_onehot": task.num_classes,
+            },
         ]
 
     def report(self, task: Task) -> dict[str, Any]:

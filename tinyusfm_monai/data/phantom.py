@@ -52,8 +52,9 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, compress_level=PNG_COMPRESS_LEVEL)
 
 
-def render_sample(task: str, split: str, index: int, image_size: int = 224, seed: int = 0,
-                  empty_fraction: float | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+def render_sample(
+    task: str, split: str, index: int, image_size: int = 224, seed: int = 0, empty_fraction: float | None = None
+) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Image, label map and class index (None for segmentation) of one sample of a task's phantom."""
     rng = sample_rng(seed, task, split, index)
     scene, label = task_scene(task, rng, index, empty_fraction)
@@ -140,8 +141,12 @@ def generate_pool(
         if progress is not None:
             progress(1)
     path = out / DATALIST
-    meta = {"name": "ultrasound phantom pool", "phantom_version": PHANTOM_VERSION, "seed": seed,
-            "image_size": image_size}
+    meta = {
+        "name": "ultrasound phantom pool",
+        "phantom_version": PHANTOM_VERSION,
+        "seed": seed,
+        "image_size": image_size,
+    }
     atomic_write(path, json.dumps({**meta, "training": entries}, indent=1))
     return path
 
@@ -233,8 +238,7 @@ def phantom_cli(
     with tqdm(total=total, unit="img", desc="phantom") as bar:
         for name in names:
             bar.set_postfix_str(name)
-            path = generate_task(name, Path(out) / name, n_train, n_val, n_test, image_size, seed,
-                                 progress=bar.update)
+            path = generate_task(name, Path(out) / name, n_train, n_val, n_test, image_size, seed, progress=bar.update)
             written.append(str(path))
         if pool:
             bar.set_postfix_str("pool")

@@ -129,9 +129,11 @@ class Band(Shape):
     bow: float = 0.0  # curvature of the layer (pleura and fascia curve over the ribs / lamina)
 
     def surface(self, u: np.ndarray) -> np.ndarray:
-        return self.top + self.undulation * np.sin(2.0 * math.pi * self.cycles * u + self.phase) + self.bow * (
-            u - 0.5
-        ) ** 2
+        return (
+            self.top
+            + self.undulation * np.sin(2.0 * math.pi * self.cycles * u + self.phase)
+            + self.bow * (u - 0.5) ** 2
+        )
 
     def contains(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         depth = v - self.surface(u)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
-from typing import Callable
 
 import numpy as np
 
@@ -169,9 +169,9 @@ def _body_wall(rng: np.random.Generator, probe: Probe) -> tuple[list[Structure],
     return layers, skin + fat + fascia + undulation
 
 
-def _place(rng: np.random.Generator, probe: Probe, top: float, radius: float, lateral: float = 0.55) -> tuple[
-    float, float
-]:
+def _place(
+    rng: np.random.Generator, probe: Probe, top: float, radius: float, lateral: float = 0.55
+) -> tuple[float, float]:
     """A random centre inside the field of view, below `top` and clear of the image bottom."""
     if probe.geometry == "linear":
         u = float(rng.uniform(max(0.15, radius), min(0.85, 1 - radius)))
@@ -189,9 +189,7 @@ def _outline(rng: np.random.Generator, margin: str, cu: float, cv: float, radius
         return Ellipse(cu, cv, ru, rv, angle)
     if margin == "lobulated":
         return StarPolygon(cu, cv, ru, rv, angle, random_star_radii(rng, irregularity=0.45, spiculation=0.0))
-    return StarPolygon(
-        cu, cv, ru, rv, angle, random_star_radii(rng, irregularity=0.2, spiculation=0.65, n_vertices=28)
-    )
+    return StarPolygon(cu, cv, ru, rv, angle, random_star_radii(rng, irregularity=0.2, spiculation=0.65, n_vertices=28))
 
 
 def _lesion(rng: np.random.Generator, recipe: ClassRecipe, cu: float, cv: float, label: int) -> list[Structure]:
@@ -489,9 +487,9 @@ def sample_rng(seed: int, stream: str, split: str, index: int) -> np.random.Gene
     return np.random.default_rng([seed, task_seed(stream), task_seed(split), index])
 
 
-def task_scene(task_name: str, rng: np.random.Generator, index: int, empty_fraction: float | None = None) -> tuple[
-    Scene, int | None
-]:
+def task_scene(
+    task_name: str, rng: np.random.Generator, index: int, empty_fraction: float | None = None
+) -> tuple[Scene, int | None]:
     """Scene for sample `index` of a task, and its class index (None for segmentation).
 
     Classes cycle with the index so every split is balanced.

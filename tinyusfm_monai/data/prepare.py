@@ -99,9 +99,7 @@ def prepare(
 
     for task in tasks:
         report = reports[task.name]
-        report.leakage = find_cross_split_duplicates(
-            {i: fingerprints[i] for i in report.converted}, report.converted
-        )
+        report.leakage = find_cross_split_duplicates({i: fingerprints[i] for i in report.converted}, report.converted)
         _write_datalist(out_dir / task.name, task, ds.key, report)
         report.write(out_dir / task.name / "conversion_report.json")
         if write_splits and split_root is not None:

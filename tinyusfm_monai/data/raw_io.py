@@ -18,7 +18,6 @@ from tinyusfm_monai.data.converters.base import SampleError
 from tinyusfm_monai.io.formats import PIL, SUFFIXES
 
 
-
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array

@@ -8,10 +8,11 @@ TN3K and BUSI each feed one classification and one segmentation task.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 TaskType = Literal["classification", "segmentation"]
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -9,7 +9,8 @@ the MONAI evaluator learns the epoch length when the data ends (standard ignite 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from monai.data import IterableDataset
 from monai.transforms import apply_transform

@@ -51,9 +51,7 @@ def _group_strata(items: Iterable[Item]) -> dict[str, str]:
     return {g: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for g, c in per_group.items()}
 
 
-def grouped_split(
-    items: list[Item], seed: int, fractions: tuple[float, ...], names: tuple[str, ...]
-) -> dict[str, str]:
+def grouped_split(items: list[Item], seed: int, fractions: tuple[float, ...], names: tuple[str, ...]) -> dict[str, str]:
     """Assign each item to one of `names` by group, stratified by the group's class. Returns id -> split."""
     strata = _group_strata(items)
     by_stratum: dict[str, list[str]] = defaultdict(list)

@@ -25,8 +25,17 @@ from tinyusfm_monai.io.formats import iter_files
 
 log = logging.getLogger("tinyusfm_monai.dicom.batch")
 
-REPORT_FIELDS = ("input", "status", "reason", "detail", "sop_instance_uid", "study_instance_uid", "frames", "summary",
-                 "outputs")
+REPORT_FIELDS = (
+    "input",
+    "status",
+    "reason",
+    "detail",
+    "sop_instance_uid",
+    "study_instance_uid",
+    "frames",
+    "summary",
+    "outputs",
+)
 
 
 @dataclass

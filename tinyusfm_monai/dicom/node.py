@@ -25,9 +25,9 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -57,7 +57,7 @@ class Destination:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
+    def parse(cls, text: str) -> Destination:
         """'AE_TITLE@host:port'."""
         match = re.fullmatch(r"\s*([^@]{1,16})@([^:]+):(\d+)\s*", text)
         if not match:
@@ -119,14 +119,15 @@ class UltrasoundNode:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         return ae
 
-    def start(self) -> "UltrasoundNode":
+    def start(self) -> UltrasoundNode:
         quiet_third_party_output()
         for d in (self.incoming, self.failed, self.output_dir):
             d.mkdir(parents=True, exist_ok=True)
         if self.keep_done:
             self.done.mkdir(parents=True, exist_ok=True)
         leftovers = sorted(
-            (p for p in self.incoming.glob("*.dcm") if not p.name.startswith(TEMP_PREFIX)), key=lambda p: p.stat().st_mtime
+            (p for p in self.incoming.glob("*.dcm") if not p.name.startswith(TEMP_PREFIX)),
+            key=lambda p: p.stat().st_mtime,
         )
         if leftovers:
             log.info("recovering %d unprocessed instance(s) from the spool", len(leftovers))
@@ -241,8 +242,12 @@ class UltrasoundNode:
             os.replace(path, self.done / name)
         else:
             path.unlink(missing_ok=True)
-        log.info("SOP %s processed: %d object(s)%s", path.stem, len(result.outputs),
-                 " sent" if self.destination is not None else "")
+        log.info(
+            "SOP %s processed: %d object(s)%s",
+            path.stem,
+            len(result.outputs),
+            " sent" if self.destination is not None else "",
+        )
         if self.on_processed is not None:
             self.on_processed(path, "processed")
 

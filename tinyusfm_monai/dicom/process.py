@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from tinyusfm_monai.dicom import write
-from tinyusfm_monai.utils import atomic_path
 from tinyusfm_monai.bundle.predictor import Predictor, checked_prediction
+from tinyusfm_monai.dicom import write
 from tinyusfm_monai.io.dicom import UltrasoundImage, read_ultrasound
+from tinyusfm_monai.utils import atomic_path
 
 SEG_TYPES = ("binary", "labelmap")
 

@@ -234,9 +234,7 @@ def segmentation_sr(
             category, prop_type = segment_concept(label)
             mask = label_map == value
             presence.append(
-                hd.sr.QualitativeEvaluation(
-                    name=prop_type, value=codes.SCT.Present if mask.any() else codes.SCT.Absent
-                )
+                hd.sr.QualitativeEvaluation(name=prop_type, value=codes.SCT.Present if mask.any() else codes.SCT.Absent)
             )
             polygons = sorted(outer_polygons(mask), key=lambda item: -item[1])[:MAX_REGIONS_PER_LABEL]
             for k, (polygon, pixels) in enumerate(polygons, start=1):

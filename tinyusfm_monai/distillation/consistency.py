@@ -10,8 +10,9 @@ every target is informative and sharp weighting would only slow the student down
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ class ConsistencyWeighting:
             raise ValueError(f"consistency schedule {self.schedule!r}: choose one of {SCHEDULES}")
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> "ConsistencyWeighting":
+    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> ConsistencyWeighting:
         """From the bundle's `consistency` section (unknown keys are an error)."""
         return from_mapping(cls, settings)
 

@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,16 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor, c_sq: torch.Tensor) -> tupl
     return idx, dist.sqrt()
 
 
-def kmeans(store: FeatureStore, k: int, iters: int = 10, seed: int = 0, normalize: bool = True,
-           init_sample: int = 20000, chunk_rows: int = 65536, device: str | torch.device = "cpu") -> np.ndarray:
+def kmeans(
+    store: FeatureStore,
+    k: int,
+    iters: int = 10,
+    seed: int = 0,
+    normalize: bool = True,
+    init_sample: int = 20000,
+    chunk_rows: int = 65536,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Streaming Lloyd k-means (k-means++ initialisation on a random sample); returns centres (k, D) float32."""
     device = torch.device(device)
     n = store.num_samples
@@ -65,12 +74,15 @@ def kmeans(store: FeatureStore, k: int, iters: int = 10, seed: int = 0, normaliz
     d2 = (xs - centers[0]).pow(2).sum(1)
     for _ in range(1, k):
         probs = (d2 / d2.sum().clamp_min(1e-12)).cpu()
-        i = int(torch.multinomial(probs, 1, generator=gen)) if float(probs.sum()) > 0 else int(
-            torch.randint(len(xs), (1,), generator=gen))
+        i = (
+            int(torch.multinomial(probs, 1, generator=gen))
+            if float(probs.sum()) > 0
+            else int(torch.randint(len(xs), (1,), generator=gen))
+        )
         centers.append(xs[i])
         d2 = torch.minimum(d2, (xs - xs[i]).pow(2).sum(1))
     c = torch.stack(centers)
-    for it in range(iters):
+    for _ in range(iters):
         sums = torch.zeros_like(c)
         counts = torch.zeros(len(c), device=device)
         c_sq = c.pow(2).sum(1)
@@ -94,13 +106,18 @@ def _read_rows(store: FeatureStore, rows: np.ndarray, chunk_rows: int) -> np.nda
     pos = 0
     for start, chunk in store.iter_chunks(chunk_rows):
         sel = rows[(rows >= start) & (rows < start + len(chunk))]
-        out[pos:pos + len(sel)] = chunk[sel - start]
+        out[pos : pos + len(sel)] = chunk[sel - start]
         pos += len(sel)
     return out
 
 
-def assign(store: FeatureStore, centers: np.ndarray, normalize: bool = True, chunk_rows: int = 65536,
-           device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    store: FeatureStore,
+    centers: np.ndarray,
+    normalize: bool = True,
+    chunk_rows: int = 65536,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """(cluster id (N,) int32, distance to its centre (N,) float32), streamed."""
     device = torch.device(device)
     c = torch.from_numpy(centers).to(device)
@@ -109,15 +126,15 @@ def assign(store: FeatureStore, centers: np.ndarray, normalize: bool = True, chu
     dists = np.empty(store.num_samples, dtype=np.float32)
     for start, chunk in store.iter_chunks(chunk_rows):
         idx, d = _nearest(_prep(chunk, normalize, device), c, c_sq)
-        labels[start:start + len(chunk)] = idx.cpu().numpy()
-        dists[start:start + len(chunk)] = d.cpu().numpy()
+        labels[start : start + len(chunk)] = idx.cpu().numpy()
+        dists[start : start + len(chunk)] = d.cpu().numpy()
     return labels, dists
 
 
 # ---- ranks and selection ------------------------------------------------------------------------------------
 
 
-def percentile_rank(score: np.ndarray, groups: Optional[np.ndarray] = None, ascending: bool = True) -> np.ndarray:
+def percentile_rank(score: np.ndarray, groups: np.ndarray | None = None, ascending: bool = True) -> np.ndarray:
     """Rank in [0, 1) (0 = best) globally or within each group; `ascending` = smaller score is better."""
     key = score if ascending else -score
     out = np.empty(len(score), dtype=np.float32)
@@ -170,7 +187,7 @@ def take_per_cluster(score: np.ndarray, labels: np.ndarray, quotas: np.ndarray) 
     order = np.lexsort((score, labels))
     sorted_labels = labels[order]
     starts = np.searchsorted(sorted_labels, np.arange(len(quotas)))
-    chosen = [order[s:s + q] for s, q in zip(starts, quotas) if q > 0]
+    chosen = [order[s : s + q] for s, q in zip(starts, quotas) if q > 0]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
@@ -194,9 +211,9 @@ def select(
     strategy: str,
     n: int,
     budget: float,
-    labels: Optional[np.ndarray] = None,
-    distances: Optional[np.ndarray] = None,
-    quality: Optional[np.ndarray] = None,
+    labels: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+    quality: np.ndarray | None = None,
     dual_weight: float = 0.5,
     min_per_cluster: int = 1,
     distance_order: str = "closest_first",
@@ -245,8 +262,13 @@ def write_outputs(out_dir: str | os.PathLike, selection: Selection, samples: Seq
     out.mkdir(parents=True, exist_ok=True)
     mask = np.zeros(len(samples), dtype=bool)
     mask[selection.selected] = True
-    datalist = {"strategy": selection.strategy, "budget": selection.budget, "pool_size": len(samples), **extra,
-                "training": [dict(samples[i]) for i in selection.selected]}
+    datalist = {
+        "strategy": selection.strategy,
+        "budget": selection.budget,
+        "pool_size": len(samples),
+        **extra,
+        "training": [dict(samples[i]) for i in selection.selected],
+    }
     dl_path = atomic_write(out / "coreset_datalist.json", json.dumps(datalist, indent=1))
     cols = selection.columns
     names = [c for c in ("cluster", "distance", "distance_pct", "quality", "quality_pct", "dual") if c in cols]
@@ -259,8 +281,12 @@ def write_outputs(out_dir: str | os.PathLike, selection: Selection, samples: Seq
     panels = [(f"{c}", cols[c]) for c in ("distance", "quality", "dual") if c in cols]
     if not panels:
         panels = [("index (random strategy: no scores)", np.arange(len(samples), dtype=np.float64))]
-    png = plot_score_distributions(out / "score_distributions.png", panels, mask,
-                                   f"{selection.strategy}: {selection.budget}/{len(samples)} selected")
+    png = plot_score_distributions(
+        out / "score_distributions.png",
+        panels,
+        mask,
+        f"{selection.strategy}: {selection.budget}/{len(samples)} selected",
+    )
     return {"datalist": str(dl_path), "csv": str(csv_path), "plot": str(png)}
 
 
@@ -281,12 +307,16 @@ class CoresetSettings:
     kmeans_iters: int = setting(10, OURS, "Lloyd iterations (k-means++ initialisation)")
     normalize: bool = setting(True, OURS, "cluster L2-normalised features")
     min_per_cluster: int = setting(1, OURS, "floor of each cluster's quota (quotas proportional to cluster size)")
-    distance_order: str = setting("closest_first", PAPER, "closest_first (the figure ranks the closest 1st) | farthest_first")
+    distance_order: str = setting(
+        "closest_first", PAPER, "closest_first (the figure ranks the closest 1st) | farthest_first"
+    )
     dual_weight: float = setting(0.5, OURS, "Dual Rank: weight of the distance percentile (rest: quality)")
     quality_quotas: bool = setting(False, OURS, "quality strategy picks within cluster quotas")
     proxy_epochs: int = setting(3, OURS, "proxy-distillation epochs whose per-sample gradients make the Quality Rank")
     proxy_lr: float = setting(1e-4, OURS, "AdamW learning rate of the proxy")
-    oscillation_weight: float = setting(1.0, OURS, "quality = mean normalised gradient − this × mean epoch-to-epoch change")
+    oscillation_weight: float = setting(
+        1.0, OURS, "quality = mean normalised gradient − this × mean epoch-to-epoch change"
+    )
     batch_size: int = setting(8, OURS, "batch of the feature and proxy passes")
     shard_size: int = setting(4096, OURS, "samples per feature shard (the unit of resume and of rank sharding)")
     num_workers: int = setting(0, OURS, "DataLoader workers")
@@ -310,9 +340,18 @@ class CoresetPipeline:
         device, amp, seed: where and how to run.
     """
 
-    def __init__(self, manifest: str, output_dir: str, teacher: Any, transform: Callable, proxy_backbone: Any = None,
-                 settings: Mapping[str, Any] | CoresetSettings | None = None, device: str | torch.device = "cpu",
-                 amp: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        manifest: str,
+        output_dir: str,
+        teacher: Any,
+        transform: Callable,
+        proxy_backbone: Any = None,
+        settings: Mapping[str, Any] | CoresetSettings | None = None,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.manifest = manifest
         self.output_dir = Path(output_dir)
         self.teacher = teacher
@@ -331,7 +370,7 @@ class CoresetPipeline:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
 
-    def run(self) -> Optional[dict]:
+    def run(self) -> dict | None:
         import torch.distributed as dist
 
         cfg = self.settings
@@ -350,9 +389,20 @@ class CoresetPipeline:
         store = FeatureStore(self.output_dir / "features")
         if cfg.strategy != "random":
             t = time.time()
-            extract_features(items, manifest["pool_hash"], pooled_teacher_embedding(self.teacher),
-                             self.teacher.embed_dim, store, self.transform, cfg.batch_size, cfg.shard_size,
-                             cfg.num_workers, self.device, cfg.feature_dtype, self.amp)
+            extract_features(
+                items,
+                manifest["pool_hash"],
+                pooled_teacher_embedding(self.teacher),
+                self.teacher.embed_dim,
+                store,
+                self.transform,
+                cfg.batch_size,
+                cfg.shard_size,
+                cfg.num_workers,
+                self.device,
+                cfg.feature_dtype,
+                self.amp,
+            )
             if dist.is_initialized():
                 dist.barrier()
             store.wait_complete()
@@ -361,9 +411,16 @@ class CoresetPipeline:
             t = time.time()
             if self.proxy_backbone is None:
                 raise ValueError("quality/dual strategies need a proxy_backbone (the proxy student)")
-            scorer = QualityScorer(self.output_dir / "quality", self.proxy_backbone, cfg.proxy_epochs, cfg.proxy_lr,
-                                   batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=self.device,
-                                   seed=self.seed)
+            scorer = QualityScorer(
+                self.output_dir / "quality",
+                self.proxy_backbone,
+                cfg.proxy_epochs,
+                cfg.proxy_lr,
+                batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers,
+                device=self.device,
+                seed=self.seed,
+            )
             scorer.run(items, store, self.transform)
             quality = quality_scores(scorer.gradients(store), cfg.oscillation_weight)
             timings["quality_s"] = time.time() - t
@@ -371,17 +428,36 @@ class CoresetPipeline:
             return None
         if cfg.strategy in ("distance", "dual"):
             t = time.time()
-            centers = kmeans(store, cfg.num_clusters, cfg.kmeans_iters, self.seed, cfg.normalize,
-                             device=self.device)
+            centers = kmeans(store, cfg.num_clusters, cfg.kmeans_iters, self.seed, cfg.normalize, device=self.device)
             labels, dists = assign(store, centers, cfg.normalize, device=self.device)
             np.save(self.output_dir / "cluster_centres.npy", centers)
             timings["clustering_s"] = time.time() - t
-        selection = select(cfg.strategy, n, cfg.budget, labels, dists, quality, cfg.dual_weight,
-                           cfg.min_per_cluster, cfg.distance_order, cfg.quality_quotas, self.seed)
-        extra = {"pool_hash": manifest["pool_hash"], "num_clusters": cfg.num_clusters,
-                 "teacher_pretrained": bool(getattr(self.teacher, "pretrained", False))}
+        selection = select(
+            cfg.strategy,
+            n,
+            cfg.budget,
+            labels,
+            dists,
+            quality,
+            cfg.dual_weight,
+            cfg.min_per_cluster,
+            cfg.distance_order,
+            cfg.quality_quotas,
+            self.seed,
+        )
+        extra = {
+            "pool_hash": manifest["pool_hash"],
+            "num_clusters": cfg.num_clusters,
+            "teacher_pretrained": bool(getattr(self.teacher, "pretrained", False)),
+        }
         files = write_outputs(self.output_dir, selection, samples, extra)
         timings["total_s"] = time.time() - t0
-        logger.info("coreset (%s): %d of %d samples selected -> %s (%s)", cfg.strategy, selection.budget, n,
-                    files["datalist"], ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        logger.info(
+            "coreset (%s): %d of %d samples selected -> %s (%s)",
+            cfg.strategy,
+            selection.budget,
+            n,
+            files["datalist"],
+            ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        )
         return {**files, "selected": int(selection.budget), "timings": timings}

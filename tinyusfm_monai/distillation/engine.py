@@ -8,7 +8,8 @@ project's shared handlers (`tinyusfm_monai.handlers`).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine
@@ -30,9 +31,16 @@ class DistillationIteration:
     student each run once; the teacher's final tokens of the two views give the consistency weights.
     """
 
-    def __init__(self, teacher: FrozenTeacher, masker: DomainMasker, loss: DistillationLoss,
-                 consistency: ConsistencyWeighting, grad_scaler: Optional[torch.amp.GradScaler] = None,
-                 image_key: str = "image", clip_grad_norm: float = 0.0) -> None:
+    def __init__(
+        self,
+        teacher: FrozenTeacher,
+        masker: DomainMasker,
+        loss: DistillationLoss,
+        consistency: ConsistencyWeighting,
+        grad_scaler: torch.amp.GradScaler | None = None,
+        image_key: str = "image",
+        clip_grad_norm: float = 0.0,
+    ) -> None:
         self.teacher = teacher
         self.masker = masker
         self.loss = loss
@@ -46,7 +54,7 @@ class DistillationIteration:
         total = (engine.state.max_epochs or 1) * (engine.state.epoch_length or 1)
         return (engine.state.iteration - 1) / max(total, 1)
 
-    def __call__(self, engine: Engine, batchdata: Mapping[str, Any]) -> Dict[str, Any]:
+    def __call__(self, engine: Engine, batchdata: Mapping[str, Any]) -> dict[str, Any]:
         device = engine.state.device
         x = batchdata[self.image_key]
         x = (x.as_tensor() if hasattr(x, "as_tensor") else x).to(device, non_blocking=engine.non_blocking)
@@ -62,7 +70,7 @@ class DistillationIteration:
         with torch.autocast(device_type=device.type, enabled=amp, **(getattr(engine, "amp_kwargs", None) or {})):
             t_out = self.teacher(stacked)
             final = t_out["final"]
-            h = {n: final[i * b:(i + 1) * b] for i, n in enumerate(names)}  # type: ignore[index]
+            h = {n: final[i * b : (i + 1) * b] for i, n in enumerate(names)}  # type: ignore[index]
             weights = self.consistency(h.get(SPATIAL), h.get(FREQUENCY), self.progress(engine))
             s_out = engine.network(stacked)
             terms = self.loss(s_out, t_out, x, names, masks, weights)
@@ -80,14 +88,14 @@ class DistillationIteration:
             if self.clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.clip_grad_norm)
             engine.optimizer.step()
-        out: Dict[str, Any] = {"image": x, "pred": None, "label": None}
+        out: dict[str, Any] = {"image": x, "pred": None, "label": None}
         out.update({k: v.detach() for k, v in terms.items()})
         if weights is not None:
             out["consistency"] = weights.detach().float().std()  # spread of the weights: 0 = uniform
         return out
 
 
-def loss_terms(output: Any) -> Dict[str, float]:
+def loss_terms(output: Any) -> dict[str, float]:
     """StatsHandler / TensorBoard / progress output transform: the scalar loss terms of an iteration."""
     if isinstance(output, list):  # decollated
         output = output[0]

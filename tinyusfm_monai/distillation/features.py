@@ -12,8 +12,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
-def shard_ranges(num_samples: int, shard_size: int) -> List[tuple[int, int]]:
+def shard_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, num_samples)) for s in range(0, num_samples, shard_size)]
 
 
@@ -46,13 +46,20 @@ class FeatureStore:
     def init(self, pool_hash: str, num_samples: int, dim: int, shard_size: int, dtype: str) -> None:
         """Create or validate the store (every rank may call it; the content is identical)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        meta = {"pool_hash": pool_hash, "num_samples": num_samples, "dim": dim, "shard_size": shard_size,
-                "dtype": dtype}
+        meta = {
+            "pool_hash": pool_hash,
+            "num_samples": num_samples,
+            "dim": dim,
+            "shard_size": shard_size,
+            "dtype": dtype,
+        }
         if self.meta_path.is_file():
             old = self.meta()
             if old != meta:
-                raise ValueError(f"{self.root} holds features of another pool or setting ({old}); remove it or "
-                                 f"use another output folder (wanted {meta})")
+                raise ValueError(
+                    f"{self.root} holds features of another pool or setting ({old}); remove it or "
+                    f"use another output folder (wanted {meta})"
+                )
             return
         atomic_write(self.meta_path, json.dumps(meta, indent=1))
 
@@ -62,11 +69,11 @@ class FeatureStore:
     def done_path(self, index: int) -> Path:
         return self.root / f"shard_{index:05d}.done"
 
-    def ranges(self) -> List[tuple[int, int]]:
+    def ranges(self) -> list[tuple[int, int]]:
         m = self.meta()
         return shard_ranges(m["num_samples"], m["shard_size"])
 
-    def missing(self) -> List[int]:
+    def missing(self) -> list[int]:
         return [i for i in range(len(self.ranges())) if not self.done_path(i).is_file()]
 
     def wait_complete(self, timeout_s: float = 24 * 3600, poll_s: float = 2.0) -> None:
@@ -93,7 +100,7 @@ class FeatureStore:
             if lo >= hi:
                 continue
             mm = np.load(self.shard_path(i), mmap_mode="r")
-            out[lo - start:hi - start] = mm[lo - s:hi - s]
+            out[lo - start : hi - start] = mm[lo - s : hi - s]
             del mm
         return out
 
@@ -123,8 +130,8 @@ def extract_features(
     device: str | torch.device = "cpu",
     dtype: str = "float16",
     amp: bool = False,
-    rank: Optional[int] = None,
-    world_size: Optional[int] = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> dict:
     """Compute `embed(images)` for this rank's unfinished shards; returns {"computed": n, "skipped": n, "seconds"}."""
     rank, world_size = rank_and_world_size(rank, world_size)
@@ -155,8 +162,15 @@ def extract_features(
         computed += e - s
         logger.info("features: shard %d/%d done (%d samples)", index + 1, len(ranges), e - s)
     seconds = time.time() - t0
-    logger.info("features: rank %d/%d computed %d, reused %d samples in %.1fs (%.1f samples/s)", rank, world_size,
-                computed, skipped, seconds, computed / max(seconds, 1e-9))
+    logger.info(
+        "features: rank %d/%d computed %d, reused %d samples in %.1fs (%.1f samples/s)",
+        rank,
+        world_size,
+        computed,
+        skipped,
+        seconds,
+        computed / max(seconds, 1e-9),
+    )
     return {"computed": computed, "skipped": skipped, "seconds": seconds}
 
 

@@ -10,7 +10,8 @@ not depend on the teacher being right.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
-def _token_weights(weights: Optional[torch.Tensor], n_views: int, n_tokens: int) -> Optional[torch.Tensor]:
+def _token_weights(weights: torch.Tensor | None, n_views: int, n_tokens: int) -> torch.Tensor | None:
     """Consistency weights (B,) or (B, N) → (V·B, 1+N) for token-level losses (cls token gets the image mean)."""
     if weights is None:
         return None
@@ -42,7 +43,7 @@ def _token_weights(weights: Optional[torch.Tensor], n_views: int, n_tokens: int)
     return w.repeat(n_views, 1)
 
 
-def _weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     if weights is None:
         return values.mean()
     return (values * weights.to(values.dtype)).sum() / weights.sum().clamp_min(1e-8)
@@ -88,12 +89,22 @@ class DistillationLoss(nn.Module):
         self.patch_size = patch_size
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any] | DistillSettings | None = None,
-                      patch_size: int = 16) -> "DistillationLoss":
+    def from_settings(
+        cls, settings: Mapping[str, Any] | DistillSettings | None = None, patch_size: int = 16
+    ) -> DistillationLoss:
         """From the bundle's `distill` section (`DistillSettings`); `patch_size` is the student's."""
         s = from_mapping(DistillSettings, settings)
-        return cls(s.feature_weight, s.attn_weight, s.recon_weight, s.feature_loss, s.target_norm, s.attn_loss,
-                   s.norm_pix, s.recon_region, patch_size)
+        return cls(
+            s.feature_weight,
+            s.attn_weight,
+            s.recon_weight,
+            s.feature_loss,
+            s.target_norm,
+            s.attn_loss,
+            s.norm_pix,
+            s.recon_region,
+            patch_size,
+        )
 
     def _feature_term(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-token loss (B, T)."""
@@ -116,8 +127,9 @@ class DistillationLoss(nn.Module):
             return kl.mean(1)
         return (s - t).pow(2).mean(-1).mean(1) * s.shape[-1]  # × keys: a row sums to 1, keep the scale O(1)
 
-    def _recon_term(self, recon: torch.Tensor, clean: torch.Tensor, views: List[str],
-                    masks: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def _recon_term(
+        self, recon: torch.Tensor, clean: torch.Tensor, views: list[str], masks: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         target = patchify(clean.float(), self.patch_size)
         if self.norm_pix:
             mean = target.mean(-1, keepdim=True)
@@ -126,7 +138,7 @@ class DistillationLoss(nn.Module):
         b = clean.shape[0]
         losses, counts = [], []
         for i, view in enumerate(views):
-            per_patch = (recon[i * b:(i + 1) * b].float() - target).pow(2).mean(-1)  # B, N
+            per_patch = (recon[i * b : (i + 1) * b].float() - target).pow(2).mean(-1)  # B, N
             if self.recon_region == "masked" and view == SPATIAL:
                 region = masks[SPATIAL].flatten(1).to(per_patch.dtype)
             else:
@@ -137,13 +149,13 @@ class DistillationLoss(nn.Module):
 
     def forward(
         self,
-        student: Dict[str, object],
-        teacher: Dict[str, object],
+        student: dict[str, object],
+        teacher: dict[str, object],
         clean: torch.Tensor,
-        views: List[str],
-        masks: Dict[str, torch.Tensor],
-        weights: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
+        views: list[str],
+        masks: dict[str, torch.Tensor],
+        weights: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Returns {"loss": total, "feature": ..., "attn": ..., "recon": ...} (unweighted terms for logging)."""
         zero = clean.new_zeros((), dtype=torch.float32)
         terms = {"feature": zero, "attn": zero, "recon": zero}
@@ -163,8 +175,11 @@ class DistillationLoss(nn.Module):
             terms["attn"] = total
         if self.recon_weight > 0 and student.get("recon") is not None:
             terms["recon"] = self._recon_term(student["recon"], clean, views, masks)  # type: ignore[arg-type]
-        terms["loss"] = (self.feature_weight * terms["feature"] + self.attn_weight * terms["attn"]
-                         + self.recon_weight * terms["recon"])
+        terms["loss"] = (
+            self.feature_weight * terms["feature"]
+            + self.attn_weight * terms["attn"]
+            + self.recon_weight * terms["recon"]
+        )
         return terms
 
 

@@ -9,8 +9,9 @@ the checkpointed RNG state makes a resumed run draw the same masks.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -66,7 +67,7 @@ class SpatialMask:
         return torch.where(pixel, filler, x), mask
 
 
-def radial_frequency(h: int, w: int, device: Optional[torch.device] = None) -> torch.Tensor:
+def radial_frequency(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
     """Normalised radial frequency of each FFT bin, 0 at DC, 1 at the Nyquist frequency along an axis."""
     fy = torch.fft.fftfreq(h, device=device).abs() * 2
     fx = torch.fft.fftfreq(w, device=device).abs() * 2
@@ -85,14 +86,14 @@ class FrequencyMask:
 
     num_bands: int = setting(8, OURS, "equal radial rings from DC to the spectrum corner (band-stop: USFM)")
     ratio: float = setting(0.25, OURS, "fraction of rings stopped per image (at least one)")
-    bands: Optional[Sequence[Sequence[float]]] = setting(None, OURS, "fixed [low, high] rings instead (1 = Nyquist)")
+    bands: Sequence[Sequence[float]] | None = setting(None, OURS, "fixed [low, high] rings instead (1 = Nyquist)")
     keep_dc: bool = setting(True, OURS, "keep the image mean (DC bin) even when the first ring is stopped")
 
     def __post_init__(self) -> None:
         if self.bands is None and (self.num_bands < 1 or not 0.0 < self.ratio <= 1.0):
             raise ValueError("frequency mask needs num_bands >= 1 and 0 < ratio <= 1, or explicit bands")
 
-    def stop_mask(self, b: int, h: int, w: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    def stop_mask(self, b: int, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
         """(B, H, W) bool, True where the spectrum is removed."""
         radius = radial_frequency(h, w, device)
         if self.bands is not None:
@@ -130,8 +131,8 @@ class DomainMasker:
 
     def __init__(
         self,
-        spatial: Optional[SpatialMask] = None,
-        frequency: Optional[FrequencyMask] = None,
+        spatial: SpatialMask | None = None,
+        frequency: FrequencyMask | None = None,
         hflip_prob: float = 0.5,
     ) -> None:
         if spatial is None and frequency is None:
@@ -141,7 +142,7 @@ class DomainMasker:
         self.hflip_prob = hflip_prob
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> "DomainMasker":
+    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> DomainMasker:
         """From the bundle's `masks` section: `MaskSettings` plus the `spatial` and `frequency` mask fields."""
         settings = dict(settings or {})
         spatial, frequency = settings.pop("spatial", None), settings.pop("frequency", None)
@@ -162,8 +163,8 @@ class DomainMasker:
         flip = (torch.rand(x.shape[0]) < self.hflip_prob).to(x.device)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
-    def __call__(self, x: torch.Tensor) -> Dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        out: Dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __call__(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if self.spatial is not None:
             out[SPATIAL] = self.spatial(x)
         if self.frequency is not None:
@@ -174,12 +175,17 @@ class DomainMasker:
 def build_masker(
     spatial_enabled: bool = True,
     frequency_enabled: bool = True,
-    spatial: Optional[dict] = None,
-    frequency: Optional[dict] = None,
+    spatial: dict | None = None,
+    frequency: dict | None = None,
     hflip_prob: float = 0.5,
 ) -> DomainMasker:
     """Python entry point with the config's argument names (`DomainMasker.from_settings` reads the section)."""
     return DomainMasker.from_settings(
-        {"spatial_enabled": spatial_enabled, "frequency_enabled": frequency_enabled, "spatial": spatial,
-         "frequency": frequency, "hflip_prob": hflip_prob}
+        {
+            "spatial_enabled": spatial_enabled,
+            "frequency_enabled": frequency_enabled,
+            "spatial": spatial,
+            "frequency": frequency,
+            "hflip_prob": hflip_prob,
+        }
     )

@@ -8,7 +8,8 @@ constant parameters every epoch. `network_def` of the bundle is the bare student
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,7 @@ NO_TEACHER_WEIGHTS_BANNER = (
     "\n" + "!" * 100 + "\n"
     "!!! NO TEACHER WEIGHTS GIVEN: the teacher is a RANDOMLY INITIALISED USFM-architecture network.\n"
     "!!! The student will learn to imitate noise. This is only useful to test the pipeline.\n"
-    "!!! For a real distillation pass --teacher_weights /path/to/USFM_latest.pth (see large_files.yml).\n"
-    + "!" * 100
+    "!!! For a real distillation pass --teacher_weights /path/to/USFM_latest.pth (see large_files.yml).\n" + "!" * 100
 )
 
 
@@ -41,7 +41,7 @@ class FrozenTeacher:
     def __init__(
         self,
         network: VisionTransformer,
-        weights: Optional[str] = None,
+        weights: str | None = None,
         feature_layers: Sequence[int] = (3, 7, 11),
         attn_layers: Sequence[int] = (11,),
         device: str | torch.device = "cpu",
@@ -69,7 +69,7 @@ class FrozenTeacher:
         return self.network.blocks[0].attn.num_heads
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> Dict[str, object]:
+    def __call__(self, x: torch.Tensor) -> dict[str, object]:
         self.network.eval()  # cheap guard: nothing may ever put the teacher into train mode (dropout, drop-path)
         final, tokens, attns = self.network.forward_features(x, self.feature_layers, self.attn_layers)
         return {"final": final, "features": tokens, "attn": attns, "pooled": self.network.pool(final)}
@@ -82,8 +82,16 @@ class LightDecoder(nn.Module):
     dropped after distillation (it is not exported).
     """
 
-    def __init__(self, in_dim: int, num_patches: int, patch_size: int, out_chans: int = 3, dim: int = 128,
-                 depth: int = 2, num_heads: int = 4) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        num_patches: int,
+        patch_size: int,
+        out_chans: int = 3,
+        dim: int = 128,
+        depth: int = 2,
+        num_heads: int = 4,
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(in_dim, dim)
         self.pos = nn.Parameter(torch.zeros(1, num_patches, dim))
@@ -125,17 +133,25 @@ class DistillationModel(nn.Module):
         self.student_layers = list(student_layers) if feature_weight > 0 else []
         self.student_attn_layers = list(student_attn_layers) if attn_weight > 0 else []
         if feature_weight > 0 and len(self.student_layers) != len(teacher.feature_layers):
-            raise ValueError(f"student layers {self.student_layers} and teacher layers {teacher.feature_layers} "
-                             "must pair up one to one")
+            raise ValueError(
+                f"student layers {self.student_layers} and teacher layers {teacher.feature_layers} "
+                "must pair up one to one"
+            )
         if attn_weight > 0 and len(self.student_attn_layers) != len(teacher.attn_layers):
-            raise ValueError(f"student attention layers {self.student_attn_layers} and teacher attention layers "
-                             f"{teacher.attn_layers} must pair up one to one")
+            raise ValueError(
+                f"student attention layers {self.student_attn_layers} and teacher attention layers "
+                f"{teacher.attn_layers} must pair up one to one"
+            )
         for i in self.student_layers + self.student_attn_layers:
             if not 0 <= i < student.depth:
                 raise ValueError(f"student layer {i} out of range for a {student.depth}-block student")
         self.projectors = nn.ModuleList(
-            [nn.Sequential(nn.LayerNorm(student.embed_dim, eps=1e-6), nn.Linear(student.embed_dim, teacher.embed_dim))
-             for _ in self.student_layers]
+            [
+                nn.Sequential(
+                    nn.LayerNorm(student.embed_dim, eps=1e-6), nn.Linear(student.embed_dim, teacher.embed_dim)
+                )
+                for _ in self.student_layers
+            ]
         )
         s_heads, t_heads = student.blocks[0].attn.num_heads, teacher.num_heads
         # MAE-Lite's adapter when head counts differ: a 1x1 conv over the head axis (log-space, then renormalised)
@@ -143,23 +159,45 @@ class DistillationModel(nn.Module):
             [nn.Conv2d(s_heads, t_heads, 1) if s_heads != t_heads else nn.Identity() for _ in self.student_attn_layers]
         )
         self.decoder = (
-            LightDecoder(student.embed_dim, student.patch_embed.num_patches, student.patch_size, student.in_chans,
-                         decoder_dim, decoder_depth, decoder_heads)
-            if recon_weight > 0 else None
+            LightDecoder(
+                student.embed_dim,
+                student.patch_embed.num_patches,
+                student.patch_size,
+                student.in_chans,
+                decoder_dim,
+                decoder_depth,
+                decoder_heads,
+            )
+            if recon_weight > 0
+            else None
         )
 
     @classmethod
-    def from_settings(cls, student: VisionTransformer, teacher: FrozenTeacher,
-                      settings: Mapping[str, Any] | DistillSettings | None = None) -> "DistillationModel":
+    def from_settings(
+        cls,
+        student: VisionTransformer,
+        teacher: FrozenTeacher,
+        settings: Mapping[str, Any] | DistillSettings | None = None,
+    ) -> DistillationModel:
         """From the bundle's `distill` section (`DistillSettings`)."""
         s = from_mapping(DistillSettings, settings)
-        return cls(student, teacher, s.student_layers, s.student_attn_layers, s.feature_weight, s.attn_weight,
-                   s.recon_weight, s.decoder_dim, s.decoder_depth, s.decoder_heads)
+        return cls(
+            student,
+            teacher,
+            s.student_layers,
+            s.student_attn_layers,
+            s.feature_weight,
+            s.attn_weight,
+            s.recon_weight,
+            s.decoder_dim,
+            s.decoder_depth,
+            s.decoder_heads,
+        )
 
-    def forward(self, x: torch.Tensor) -> Dict[str, object]:
+    def forward(self, x: torch.Tensor) -> dict[str, object]:
         final, tokens, attns = self.student.forward_features(x, self.student_layers, self.student_attn_layers)
         features = [proj(t) for proj, t in zip(self.projectors, tokens)]
-        adapted: List[torch.Tensor] = []
+        adapted: list[torch.Tensor] = []
         for adapter, a in zip(self.attn_adapters, attns):
             if isinstance(adapter, nn.Identity):
                 adapted.append(a)
@@ -167,4 +205,3 @@ class DistillationModel(nn.Module):
                 adapted.append(F.softmax(adapter(torch.log(a.clamp_min(1e-8))), dim=-1))
         recon = self.decoder(final[:, 1:]) if self.decoder is not None else None
         return {"final": final, "features": features, "attn": adapted, "recon": recon}
-

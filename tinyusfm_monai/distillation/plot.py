@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,8 +12,14 @@ ALL_COLOUR = (160, 160, 160)
 SELECTED_COLOUR = (214, 90, 40)
 
 
-def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], values: np.ndarray, selected: np.ndarray,
-           title: str, bins: int = 40) -> None:
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    values: np.ndarray,
+    selected: np.ndarray,
+    title: str,
+    bins: int = 40,
+) -> None:
     x0, y0, x1, y1 = box
     draw.rectangle(box, outline=(0, 0, 0))
     draw.text((x0 + 6, y0 + 4), title, fill=(0, 0, 0))
@@ -41,8 +47,9 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], values: np
     draw.text((x1 - 60, y1 - 14), f"{hi:.3g}", fill=(0, 0, 0))
 
 
-def plot_score_distributions(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], selected: np.ndarray,
-                             title: str = "") -> Path:
+def plot_score_distributions(
+    path: str | Path, panels: Sequence[tuple[str, np.ndarray]], selected: np.ndarray, title: str = ""
+) -> Path:
     """One histogram per score (grey: pool, orange: selected), stacked vertically, written as PNG."""
     w, panel_h = 640, 170
     image = Image.new("RGB", (w, 30 + panel_h * len(panels)), "white")

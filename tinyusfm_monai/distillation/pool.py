@@ -11,12 +11,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, Sequence
-
-import numpy as np
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from typing import Any
 
 from tinyusfm_monai.io import formats
 from tinyusfm_monai.utils import atomic_write
@@ -102,8 +99,9 @@ def build_manifest(sources: Sequence[str | os.PathLike] | str | os.PathLike, out
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 unreadable.append({"path": str(path), "reason": reason})
     if unreadable:
-        logger.warning("pool: %d unreadable files skipped (listed in the manifest), e.g. %s", len(unreadable),
-                       unreadable[0])
+        logger.warning(
+            "pool: %d unreadable files skipped (listed in the manifest), e.g. %s", len(unreadable), unreadable[0]
+        )
     pool_hash = hashlib.sha256("".join(s["sha256"] for s in samples).encode()).hexdigest()
     manifest = {
         "version": MANIFEST_VERSION,

@@ -19,8 +19,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,9 +60,18 @@ def _normalise_target(t: torch.Tensor) -> torch.Tensor:
 class QualityScorer:
     """Runs the proxy epochs and writes `grad_epoch{e}_shard{s}.npy` records under `root`."""
 
-    def __init__(self, root: str | os.PathLike, backbone: nn.Module, epochs: int = 3, lr: float = 1e-4,
-                 weight_decay: float = 0.05, batch_size: int = 32, num_workers: int = 0,
-                 device: str | torch.device = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        backbone: nn.Module,
+        epochs: int = 3,
+        lr: float = 1e-4,
+        weight_decay: float = 0.05,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
         self.root = Path(root)
         self.backbone = backbone
         self.epochs = epochs
@@ -87,8 +96,14 @@ class QualityScorer:
         """Shard visiting order of an epoch (deterministic shuffle, so a resumed run continues the same order)."""
         return np.random.default_rng(self.seed + 7919 * epoch).permutation(n_shards).tolist()
 
-    def run(self, items: Sequence[dict], store: FeatureStore, transform: Callable,
-            rank: Optional[int] = None, world_size: Optional[int] = None) -> dict:
+    def run(
+        self,
+        items: Sequence[dict],
+        store: FeatureStore,
+        transform: Callable,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> dict:
         rank, world_size = rank_and_world_size(rank, world_size)
         distributed = world_size > 1 and dist.is_available() and dist.is_initialized()
         if world_size > 1 and not distributed:
@@ -111,14 +126,19 @@ class QualityScorer:
         for epoch in range(start_epoch, self.epochs):
             order = self._round_order(epoch, n_shards)
             for rnd in range(start_round if epoch == start_epoch else 0, rounds):
-                round_shards = order[rnd * world_size:(rnd + 1) * world_size]
+                round_shards = order[rnd * world_size : (rnd + 1) * world_size]
                 mine = round_shards[rank] if rank < len(round_shards) else None
-                scored += self._train_round(model, optimizer, items, store, transform, epoch, mine, round_shards,
-                                            ranges, distributed)
+                scored += self._train_round(
+                    model, optimizer, items, store, transform, epoch, mine, round_shards, ranges, distributed
+                )
                 if rank == 0:
                     next_epoch, next_round = (epoch, rnd + 1) if rnd + 1 < rounds else (epoch + 1, 0)
-                    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "epoch": next_epoch, "round": next_round}
+                    state = {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": next_epoch,
+                        "round": next_round,
+                    }
                     with atomic_path(self.state_path) as tmp:
                         torch.save(state, tmp)
                 if distributed:
@@ -127,8 +147,9 @@ class QualityScorer:
         seconds = time.time() - t0
         return {"scored": scored, "seconds": seconds}
 
-    def _train_round(self, model, optimizer, items, store, transform, epoch, mine, round_shards, ranges,
-                     distributed) -> int:
+    def _train_round(
+        self, model, optimizer, items, store, transform, epoch, mine, round_shards, ranges, distributed
+    ) -> int:
         bs = self.batch_size
         n_batches = max(math.ceil((ranges[s][1] - ranges[s][0]) / bs) for s in round_shards)
         batches = iter(())
@@ -146,7 +167,7 @@ class QualityScorer:
             if batch is not None:
                 x = batch["image"]
                 x = (x.as_tensor() if hasattr(x, "as_tensor") else x).to(self.device)
-                t = _normalise_target(targets_all[offset:offset + x.shape[0]].to(self.device))
+                t = _normalise_target(targets_all[offset : offset + x.shape[0]].to(self.device))
                 offset += x.shape[0]
                 h, y = model(x)
                 with torch.no_grad():
@@ -192,5 +213,3 @@ def quality_scores(grads: np.ndarray, oscillation_weight: float = 1.0) -> np.nda
     g = grads / np.maximum(med, 1e-12)
     osc = np.abs(np.diff(g, axis=1)).mean(axis=1) if g.shape[1] > 1 else np.zeros(g.shape[0], dtype=g.dtype)
     return (g.mean(axis=1) - oscillation_weight * osc).astype(np.float32)
-
-

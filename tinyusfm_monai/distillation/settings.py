@@ -13,8 +13,9 @@ argument; `from_mapping` rejects unknown keys, so a mistyped override fails inst
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 PAPER = "paper"
 MAE_LITE = "MAE-Lite/USFM"
@@ -26,7 +27,9 @@ T = TypeVar("T")
 def setting(default: Any, source: str, doc: str) -> Any:
     """A dataclass field with its documentation: `default`, where it comes from, what it means."""
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"source": source, "doc": doc})
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata={"source": source, "doc": doc}
+        )
     return dataclasses.field(default=default, metadata={"source": source, "doc": doc})
 
 
@@ -65,7 +68,9 @@ class DistillSettings:
     """What is distilled and how it is weighed (config section `distill`)."""
 
     student_layers: list = setting([3, 7, 11], OURS, "student blocks whose tokens are distilled (zero-based)")
-    teacher_layers: list = setting([3, 7, 11], OURS, "teacher blocks they are matched to (the figure draws 3 × 4 blocks)")
+    teacher_layers: list = setting(
+        [3, 7, 11], OURS, "teacher blocks they are matched to (the figure draws 3 × 4 blocks)"
+    )
     student_attn_layers: list = setting([11], MAE_LITE, "student blocks whose attention maps are distilled")
     teacher_attn_layers: list = setting([11], MAE_LITE, "teacher blocks they are matched to (the last block)")
     feature_weight: float = setting(1.0, MAE_LITE, "weight of the feature loss (0 = off, no projection heads built)")

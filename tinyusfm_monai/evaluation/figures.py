@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -80,7 +80,9 @@ def save_overlays(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: 
     plt = _pyplot()
     fig, axes = plt.subplots(len(cases), 3, figsize=(7.5, 2.5 * len(cases)), squeeze=False)
     for row, (image, pred, label) in zip(axes, cases):
-        for ax, (img, sub) in zip(row, ((image, "image"), (overlay(image, label), "reference"), (overlay(image, pred), "prediction"))):
+        for ax, (img, sub) in zip(
+            row, ((image, "image"), (overlay(image, label), "reference"), (overlay(image, pred), "prediction"))
+        ):
             ax.imshow(img)
             ax.set_title(sub, fontsize=8)
             ax.axis("off")

@@ -42,8 +42,13 @@ def build_table(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]
         lines.append(f"| {name} | {TASKS[name].organ} | {m.get('num_images', '')} | " + " | ".join(cells) + " |")
     lines += ["", "| task | organ | n | dice | iou | hd95 (px) | sensitivity | specificity |", "|---" * 8 + "|"]
     for name, m in seg:
-        cells = [_pct(m.get("dice")), _pct(m.get("iou")), f"{m.get('hd95', float('nan')):.1f}",
-                 _pct(m.get("sensitivity")), _pct(m.get("specificity"))]
+        cells = [
+            _pct(m.get("dice")),
+            _pct(m.get("iou")),
+            f"{m.get('hd95', float('nan')):.1f}",
+            _pct(m.get("sensitivity")),
+            _pct(m.get("specificity")),
+        ]
         lines.append(f"| {name} | {TASKS[name].organ} | {m.get('num_images', '')} | " + " | ".join(cells) + " |")
     acc = [m["accuracy"] for _, m in cls]
     dice = [m["dice"] for _, m in seg]
@@ -61,11 +66,14 @@ def build_table(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]
         "",
         "| average | ours | tasks evaluated | TinyUSFM paper (published, their data and weights) |",
         "|---|---|---|---|",
-        f"| classification accuracy | {_fmt(ours['classification_accuracy'])} | {len(acc)} / 8 | {PAPER['accuracy']:.2f} |",
+        f"| classification accuracy | {_fmt(ours['classification_accuracy'])} | {len(acc)} / 8 "
+        f"| {PAPER['accuracy']:.2f} |",
         f"| segmentation Dice | {_fmt(ours['segmentation_dice'])} | {len(dice)} / 11 | {PAPER['dice']:.2f} |",
     ]
     if len(acc) < 8 or len(dice) < 11:
-        lines.append("\nOnly evaluated bundles are averaged; the paper averages 8 classification and 10 segmentation tasks.")
+        lines.append(
+            "\nOnly evaluated bundles are averaged; the paper averages 8 classification and 10 segmentation tasks."
+        )
     return "\n".join(lines), summary
 
 

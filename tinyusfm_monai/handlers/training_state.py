@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,8 +167,9 @@ class TrainingCheckpoint:
         generators: extra `torch.Generator`s whose state is saved and restored with the others.
     """
 
-    def __init__(self, path: str, save_dict: Mapping[str, Any], resume: bool = True,
-                 generators: Sequence[torch.Generator] = ()) -> None:
+    def __init__(
+        self, path: str, save_dict: Mapping[str, Any], resume: bool = True, generators: Sequence[torch.Generator] = ()
+    ) -> None:
         self.path = Path(path)
         self.training_state = TrainingState(generators)
         self.save_dict = {**save_dict, "training_state": self.training_state}
@@ -182,8 +184,10 @@ class TrainingCheckpoint:
     def save(self, engine: Engine) -> None:
         if not is_rank_zero():
             return  # one writer; every rank loads the same file on restart
-        state = {name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
-                 for name, obj in self.save_dict.items()}
+        state = {
+            name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
+            for name, obj in self.save_dict.items()
+        }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 

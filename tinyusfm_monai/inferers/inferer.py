@@ -10,8 +10,9 @@ input's metadata back, which is what MetaTensor propagation would have given it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from monai.data import MetaTensor

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pydicom
@@ -178,7 +177,9 @@ def read_dataset(path: str | os.PathLike, *, pixels: bool = True) -> Dataset:
                 # into something with a SOP class; anything else (text, images, reports) is not DICOM.
                 ds = pydicom.dcmread(path, force=True, **options)
                 if "SOPClassUID" not in ds:
-                    raise DicomInputError(path, NOT_DICOM, "not a DICOM file (no DICM prefix, no SOP Class UID)")
+                    raise DicomInputError(
+                        path, NOT_DICOM, "not a DICOM file (no DICM prefix, no SOP Class UID)"
+                    ) from None
                 _add_missing_transfer_syntax(ds)
                 return ds
     except DicomInputError:

@@ -18,8 +18,9 @@ image as viewers show it). Arrays are channel-last (`original_channel_dim` = -1)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from monai.data import ImageReader, ITKReader, PILReader

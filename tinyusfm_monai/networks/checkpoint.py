@@ -13,9 +13,9 @@ import logging
 import math
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -210,7 +210,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     missing = [k for k in own if k not in to_load and not k.endswith("relative_position_index")]
     missing_required = [k for k in missing if not k.startswith(TASK_SPECIFIC_PREFIXES)]
     if missing_required:
-        shown = ", ".join(missing_required[:3]) + (f" and {len(missing_required) - 3} more" if len(missing_required) > 3 else "")
+        shown = ", ".join(missing_required[:3]) + (
+            f" and {len(missing_required) - 3} more" if len(missing_required) > 3 else ""
+        )
         raise CheckpointError(
             f"{path}: missing {len(missing_required)} backbone tensors ({shown}); the checkpoint looks like "
             f"{_architecture_hint(state)}, the model is {_model_name(target)}"

@@ -8,7 +8,7 @@ FPN expects, so the same decoder serves the 192-wide student and the 768-wide te
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ class FeatureToPyramid(nn.Module):
         self.up2 = nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2)
         self.down2 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-    def forward(self, feats: List[torch.Tensor]) -> List[torch.Tensor]:
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return [self.up4(feats[0]), self.up2(feats[1]), feats[2], self.down2(feats[3])]
 
 
@@ -66,8 +66,8 @@ class ViTSegmenter(nn.Module):
         img_size: int = 224,
         in_chans: int = 3,
         out_indices: Sequence[int] = DEFAULT_OUT_INDICES,
-        neck_channels: Optional[int] = None,
-        fpn_channels: Optional[int] = None,
+        neck_channels: int | None = None,
+        fpn_channels: int | None = None,
         drop_path_rate: float = 0.1,
         dropout: float = 0.1,
     ) -> None:
@@ -77,7 +77,7 @@ class ViTSegmenter(nn.Module):
         if len(out_indices) != 4:
             raise ValueError(f"the pyramid needs exactly four blocks, got out_indices={list(out_indices)}")
         self.backbone = backbone
-        self.out_indices: List[int] = [int(i) for i in out_indices]
+        self.out_indices: list[int] = [int(i) for i in out_indices]
         self.num_classes = num_classes
         dim = backbone.embed_dim
         neck = neck_channels or dim // 4
@@ -95,7 +95,7 @@ class ViTSegmenter(nn.Module):
         gh, gw = self.backbone.grid_size
         maps = [t[:, 1:].transpose(1, 2).reshape(t.shape[0], -1, gh, gw) for t in tokens]
         levels = self.pyramid(maps)
-        inputs: Dict[str, torch.Tensor] = OrderedDict()
+        inputs: dict[str, torch.Tensor] = OrderedDict()
         for i, neck in enumerate(self.neck):
             inputs[str(i)] = neck(levels[i])
         feats = list(self.fpn(inputs).values())

@@ -12,8 +12,6 @@ Everything on the forward path is TorchScript-compatible, because the bundles ex
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import DropPath
@@ -49,7 +47,7 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-def relative_position_index(grid: Tuple[int, int]) -> torch.Tensor:
+def relative_position_index(grid: tuple[int, int]) -> torch.Tensor:
     """BEiT's index into the relative-position table, with three extra rows for cls↔token pairs.
 
     Entry (i, j) for patch tokens is the offset (dy, dx) between patches i and j, mapped into the
@@ -84,7 +82,7 @@ class Attention(nn.Module):
         dim: int,
         num_heads: int,
         qv_bias: bool = False,
-        window: Optional[Tuple[int, int]] = None,
+        window: tuple[int, int] | None = None,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
@@ -125,17 +123,17 @@ class Attention(nn.Module):
         n = index.shape[0]
         return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, c = x.shape
         qkv = self.qkv(x)  # module call (not F.linear) so FLOP hooks and quantisation see it
         if self.q_bias is not None and self.v_bias is not None:
             qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        bias: Optional[torch.Tensor] = None
+        bias: torch.Tensor | None = None
         if self.use_rel_pos:
             bias = self.relative_position_bias().unsqueeze(0).to(q.dtype)
-        weights: Optional[torch.Tensor] = None
+        weights: torch.Tensor | None = None
         if need_weights:
             logits = (q * self.scale) @ k.transpose(-2, -1)
             if bias is not None:
@@ -158,8 +156,8 @@ class Block(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         qv_bias: bool = False,
-        window: Optional[Tuple[int, int]] = None,
-        init_values: Optional[float] = None,
+        window: tuple[int, int] | None = None,
+        init_values: float | None = None,
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
@@ -177,7 +175,7 @@ class Block(nn.Module):
             self.register_parameter("gamma_1", None)
             self.register_parameter("gamma_2", None)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         y, weights = self.attn(self.norm1(x), need_weights)
         if self.gamma_1 is not None and self.gamma_2 is not None:
             x = x + self.drop_path(self.gamma_1 * y)
@@ -208,7 +206,7 @@ class VisionTransformer(nn.Module):
         qv_bias: bool = False,
         use_abs_pos_emb: bool = True,
         use_rel_pos_bias: bool = False,
-        init_values: Optional[float] = None,
+        init_values: float | None = None,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -243,7 +241,7 @@ class VisionTransformer(nn.Module):
         self.apply(_init_weights)
 
     @property
-    def grid_size(self) -> Tuple[int, int]:
+    def grid_size(self) -> tuple[int, int]:
         return self.patch_embed.grid_size
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,8 +253,8 @@ class VisionTransformer(nn.Module):
         return self.pos_drop(x)
 
     def forward_features(
-        self, x: torch.Tensor, out_indices: List[int], attn_indices: List[int]
-    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        self, x: torch.Tensor, out_indices: list[int], attn_indices: list[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """One pass that also hands out intermediate tokens and attention maps.
 
         Returns the final tokens (B, 1+N, D), the tokens after each block in `out_indices`
@@ -264,8 +262,8 @@ class VisionTransformer(nn.Module):
         `attn_indices`. Distillation and the segmentation decoder use this instead of hooks.
         """
         x = self.embed(x)
-        tokens: List[torch.Tensor] = []
-        attns: List[torch.Tensor] = []
+        tokens: list[torch.Tensor] = []
+        attns: list[torch.Tensor] = []
         for i, blk in enumerate(self.blocks):
             x, w = blk(x, i in attn_indices)
             if w is not None:

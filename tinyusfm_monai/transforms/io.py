@@ -12,8 +12,9 @@ rescales label values.
 from __future__ import annotations
 
 import csv
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

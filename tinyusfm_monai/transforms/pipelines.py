@@ -12,7 +12,8 @@ JSON files (`tinyusfm_monai.bundle`), the tests and the Python API alike.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +33,13 @@ def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str
     if reader == ANY_FORMAT:
         load = {"_target_": "tinyusfm_monai.transforms.io.LoadUltrasoundImaged", "keys": list(keys), "image_only": True}
     else:
-        load = {"_target_": "LoadImaged", "keys": list(keys), "reader": reader, "reverse_indexing": False, "image_only": True}
+        load = {
+            "_target_": "LoadImaged",
+            "keys": list(keys),
+            "reader": reader,
+            "reverse_indexing": False,
+            "image_only": True,
+        }
     return [
         load,
         {"_target_": "EnsureChannelFirstd", "keys": list(keys)},

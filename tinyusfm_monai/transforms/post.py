@@ -7,7 +7,8 @@ ties). In the segmentation bundles' inference that was a quarter of the time per
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 import torch
 from monai.config import KeysCollection

@@ -27,9 +27,16 @@ _ANTIALIAS_MODES = {"bilinear": "bilinear", "bicubic": "bicubic"}
 class AntialiasResize(Resize):
     """`Resize` whose anti-aliased bilinear/bicubic downsampling of 2D images is torch's `antialias=True`."""
 
-    def __call__(self, img: torch.Tensor, mode: str | None = None, align_corners: bool | None = None,
-                 anti_aliasing: bool | None = None, anti_aliasing_sigma: Any = None, dtype: Any = None,
-                 lazy: bool | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        img: torch.Tensor,
+        mode: str | None = None,
+        align_corners: bool | None = None,
+        anti_aliasing: bool | None = None,
+        anti_aliasing_sigma: Any = None,
+        dtype: Any = None,
+        lazy: bool | None = None,
+    ) -> torch.Tensor:
         aa = self.anti_aliasing if anti_aliasing is None else anti_aliasing
         sigma = self.anti_aliasing_sigma if anti_aliasing_sigma is None else anti_aliasing_sigma
         _mode = str(self.mode if mode is None else mode)
@@ -41,8 +48,13 @@ class AntialiasResize(Resize):
             return out
         plain = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
         _align = self.align_corners if align_corners is None else align_corners
-        resized = F.interpolate(plain[None].to(out.dtype), size=tuple(out.shape[1:]), mode=_ANTIALIAS_MODES[_mode],
-                                align_corners=_align, antialias=True)[0]
+        resized = F.interpolate(
+            plain[None].to(out.dtype),
+            size=tuple(out.shape[1:]),
+            mode=_ANTIALIAS_MODES[_mode],
+            align_corners=_align,
+            antialias=True,
+        )[0]
         target = out.as_tensor() if isinstance(out, MetaTensor) else out
         target.copy_(resized)  # in place: keeps the MetaTensor's metadata and trace
         return out

@@ -8,9 +8,9 @@ once in `tinyusfm_monai.data.prepare`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -24,8 +24,14 @@ from functools import partial
 from pathlib import Path
 
 from tinyusfm_monai.data.converters.base import RawSample
-from tinyusfm_monai.data.converters.common import binary_mask, files_with_suffix, find_file, read_image, require_dir
-from tinyusfm_monai.data.converters.common import safe_id
+from tinyusfm_monai.data.converters.common import (
+    binary_mask,
+    files_with_suffix,
+    find_file,
+    read_image,
+    require_dir,
+    safe_id,
+)
 
 _CASE_IN_NAME = re.compile(r"^bus_(?P<case>\d+)", re.IGNORECASE)
 _PATIENT_COLUMNS = ("case", "patient", "patient_id", "patientid")

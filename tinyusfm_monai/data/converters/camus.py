@@ -119,4 +119,3 @@ def scan(src: Path) -> Iterator[RawSample]:
                     split=split.get(patient),
                     issue=None if gt.is_file() else f"ground truth {gt.name} is missing",
                 )
-

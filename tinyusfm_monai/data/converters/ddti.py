@@ -35,8 +35,14 @@ import numpy as np
 
 from tinyusfm_monai.data import raw_io
 from tinyusfm_monai.data.converters.base import RawSample, SampleError
-from tinyusfm_monai.data.converters.common import binary_mask, files_with_suffix, find_dirs, rasterise_polygons
-from tinyusfm_monai.data.converters.common import read_image, safe_id
+from tinyusfm_monai.data.converters.common import (
+    binary_mask,
+    files_with_suffix,
+    find_dirs,
+    rasterise_polygons,
+    read_image,
+    safe_id,
+)
 
 PAIRED_FOLDERS = (("image", "mask"), ("p_image", "p_mask"))  # (images, masks), preferred first
 _CASE_IMAGE = re.compile(r"^(?P<case>\d+)_(?P<k>\d+)$")

@@ -64,4 +64,3 @@ def scan(src: Path) -> Iterator[RawSample]:
             split=split,
             issue=issue,
         )
-

@@ -24,7 +24,7 @@ import numpy as np
 
 from tinyusfm_monai.data import raw_io
 from tinyusfm_monai.data.converters.base import RawSample, SampleError
-from tinyusfm_monai.data.converters.common import files_with_suffix, as_uint8, read_itk, require_dir, safe_id
+from tinyusfm_monai.data.converters.common import as_uint8, files_with_suffix, read_itk, require_dir, safe_id
 
 SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nrrd")
 

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from tinyusfm_monai.data.converters.base import RawSample, SampleError
-from tinyusfm_monai.data.converters.common import files_with_suffix, find_dirs, rasterise_polygons, read_image
-from tinyusfm_monai.data.converters.common import safe_id
+from tinyusfm_monai.data.converters.common import files_with_suffix, find_dirs, rasterise_polygons, read_image, safe_id
 
 PREFERRED_VARIANT = "roi"  # the cropped frames, without the endoscope's user interface
 

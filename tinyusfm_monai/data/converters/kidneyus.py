@@ -33,8 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from tinyusfm_monai.data.converters.base import RawSample, SampleError
-from tinyusfm_monai.data.converters.common import binary_mask, files_with_suffix, find_dirs, find_file
-from tinyusfm_monai.data.converters.common import rasterise_polygons, read_image, safe_id
+from tinyusfm_monai.data.converters.common import (
+    binary_mask,
+    files_with_suffix,
+    find_dirs,
+    find_file,
+    rasterise_polygons,
+    read_image,
+    safe_id,
+)
 
 SONOGRAPHER = 1
 CAPSULE = "capsule"

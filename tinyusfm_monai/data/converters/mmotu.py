@@ -71,4 +71,3 @@ def scan(src: Path) -> Iterator[RawSample]:
     for name, path in images.items():
         if name not in listed:  # the pipeline reports these as outside the official split
             yield RawSample(id=safe_id(name), source=path, load_image=partial(read_image, path))
-
