@@ -87,8 +87,9 @@ def scoring_throughput(n: int, img: int) -> dict:
 
     from tinyusfm_monai.distillation.features import FeatureStore, extract_features, pooled_teacher_embedding
     from tinyusfm_monai.distillation.model import FrozenTeacher
-    from tinyusfm_monai.distillation.pool import build_manifest, build_pool_transform, manifest_datalist
+    from tinyusfm_monai.distillation.pool import build_manifest
     from tinyusfm_monai.distillation.quality import QualityScorer
+    from tinyusfm_monai.distillation.shards import ensure_pool_images
     from tinyusfm_monai.networks import USFM, TinyUSFM
 
     logging.disable(logging.WARNING)
@@ -97,26 +98,16 @@ def scoring_throughput(n: int, img: int) -> dict:
     (work / "imgs").mkdir()
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (img, img), dtype=np.uint8)).save(work / "imgs" / f"{i:04d}.png")
-    manifest = build_manifest([work / "imgs"], work / "m.json")
-    items = manifest_datalist(manifest)
-    transform = build_pool_transform(img)
+    build_manifest([work / "imgs"], work / "m.json")
+    images = ensure_pool_images(work / "m.json", work / "decoded", image_size=img)
     teacher = FrozenTeacher(USFM(img_size=img, drop_path_rate=0.0), None, [], [])
     store = FeatureStore(work / "f")
     t0 = time.perf_counter()
-    extract_features(
-        items,
-        json.loads(manifest.read_text())["pool_hash"],
-        pooled_teacher_embedding(teacher),
-        768,
-        store,
-        transform,
-        batch_size=8,
-        shard_size=max(n // 2, 1),
-    )
+    extract_features(images, pooled_teacher_embedding(teacher), 768, store, batch_size=8, shard_size=max(n // 2, 1))
     feat_s = time.perf_counter() - t0
     scorer = QualityScorer(work / "q", TinyUSFM(img_size=img), epochs=1, batch_size=8)
     t1 = time.perf_counter()
-    scorer.run(items, store, transform)
+    scorer.run(images, store)
     quality_s = time.perf_counter() - t1
     shutil.rmtree(work, ignore_errors=True)
     return {"features_per_s": n / feat_s, "quality_per_s_per_epoch": n / quality_s, "threads": torch.get_num_threads()}

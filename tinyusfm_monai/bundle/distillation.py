@@ -20,7 +20,6 @@ from tinyusfm_monai.distillation.settings import (
     defaults,
     documented_fields,
 )
-from tinyusfm_monai.transforms.pipelines import pool_transform_config
 
 from .configs import SCHEMA_URL, input_format
 
@@ -42,7 +41,9 @@ RUN_SETTINGS: list[tuple[str, Any, str, str]] = [
     ("base_lr", 1.5e-4, MAE_LITE, "learning rate per 256 images (lr = base_lr × batch / 256)"),
     ("weight_decay", 0.05, MAE_LITE, "AdamW (0.9, 0.95) weight decay, all parameters"),
     ("warmup_fraction", 0.1, MAE_LITE, "per-iteration warm-up (10 % of steps), then cosine (MAE-Lite: 40 of 400)"),
-    ("num_workers", 0, OURS, "DataLoader workers"),
+    ("num_workers", 0, OURS, "DataLoader workers (also decode the pool once into uint8 shards)"),
+    ("amp_dtype", "bfloat16", OURS, "mixed precision of the student when `amp` (CUDA); float16 adds a grad scaler"),
+    ("compile", False, OURS, "torch.compile the teacher and the student (pays off on GPUs for long runs)"),
     ("seed", 0, OURS, "seed of every random generator"),
 ]
 
@@ -65,6 +66,7 @@ def _common() -> dict[str, Any]:
         "ckpt_dir": "$@bundle_root + '/models'",
         "dataset_dir": "$@bundle_root + '/eval/phantom_pool'",
         "phantom_pool_size": values["phantom_pool_size"],
+        "num_workers": values["num_workers"],
         "manifest": "$@output_dir + '/pool_manifest.json'",
         "teacher_weights": "",
         "network_def": {"_target_": "tinyusfm_monai.networks.TinyUSFM", "img_size": "@image_size"},
@@ -77,7 +79,16 @@ def _common() -> dict[str, Any]:
             "phantom_image_size": "@image_size",
             "seed": "@seed",
         },
-        "pool_preprocessing": {"_target_": "Compose", "transforms": pool_transform_config("@image_size")},
+        # the pool decoded once to uint8 shards at the training size; normalisation runs on the device
+        "pool_images": {
+            "_target_": "tinyusfm_monai.distillation.shards.ensure_pool_images",
+            "manifest_path": "@pool",
+            "out_dir": "$@output_dir + '/pool_images'",
+            "image_size": "@image_size",
+            "num_workers": "@num_workers",
+        },
+        "teacher_dtype": "$'bfloat16' if @amp else 'float32'",
+        "compile": values["compile"],
     }
 
 
@@ -89,6 +100,8 @@ def _teacher(feature_layers: Any, attn_layers: Any) -> dict[str, Any]:
         "feature_layers": feature_layers,
         "attn_layers": attn_layers,
         "device": "@device",
+        "dtype": "@teacher_dtype",
+        "compile": "@compile",
     }
 
 
@@ -104,7 +117,7 @@ def coreset_config() -> dict[str, Any]:
             "manifest": "@pool",
             "output_dir": "@coreset_dir",
             "teacher": "@teacher",
-            "transform": "@pool_preprocessing",
+            "images": "@pool_images",
             "proxy_backbone": "@network_def",
             "settings": "@coreset",
             "device": "@device",
@@ -129,7 +142,7 @@ def train_config() -> dict[str, Any]:
         "coreset_datalist": "",
         "student_path": "$@ckpt_dir + '/model.pt'",
         "resume": True,
-        **{k: values[k] for k in ("max_epochs", "batch_size", "num_workers", "base_lr")},
+        **{k: values[k] for k in ("max_epochs", "batch_size", "base_lr", "amp_dtype")},
         "lr": "$@base_lr * @batch_size / 256",
         **{k: values[k] for k in ("weight_decay", "warmup_fraction")},
         "network": "$@network_def.to(@device)",
@@ -143,6 +156,7 @@ def train_config() -> dict[str, Any]:
             "lr": "@lr",
             "betas": [0.9, 0.95],
             "weight_decay": "@weight_decay",
+            "fused": "$torch.cuda.is_available()",
         },
         "lr_scheduler": {
             "_target_": "monai.optimizers.WarmupCosineSchedule",
@@ -151,22 +165,22 @@ def train_config() -> dict[str, Any]:
             "t_total": "$@max_epochs * len(@train#dataloader)",
         },
         "train": {
-            "preprocessing": "@pool_preprocessing",
             "dataset": {
-                "_target_": "Dataset",
-                "data": {
-                    "_target_": "tinyusfm_monai.distillation.pool.manifest_datalist",
+                "_target_": "tinyusfm_monai.distillation.shards.PoolImageDataset",
+                "store": "@pool_images",
+                "indices": {
+                    "_target_": "tinyusfm_monai.distillation.pool.pool_indices",
                     "manifest_path": "@pool",
                     "datalist": "@coreset_datalist",
                 },
-                "transform": "@train#preprocessing",
             },
             "dataloader": {
-                "_target_": "DataLoader",
+                "_target_": "torch.utils.data.DataLoader",
                 "dataset": "@train#dataset",
                 "batch_size": "@batch_size",
                 "shuffle": True,
                 "num_workers": "@num_workers",
+                "pin_memory": "$torch.cuda.is_available()",
             },
             "inferer": {"_target_": "SimpleInferer"},
             "distiller": {
@@ -175,10 +189,12 @@ def train_config() -> dict[str, Any]:
                 "teacher": "@teacher",
                 "settings": "@distill",
             },
-            "network": "$@train#distiller.to(@device)",
+            "network": "$torch.compile(@train#distiller.to(@device)) if @compile else @train#distiller.to(@device)",
             "masker": {
                 "_target_": "tinyusfm_monai.distillation.masks.DomainMasker.from_settings",
                 "settings": "@masks",
+                "device": "@device",
+                "seed": "@seed",
             },
             "consistency": {
                 "_target_": "tinyusfm_monai.distillation.consistency.ConsistencyWeighting.from_settings",
@@ -189,7 +205,11 @@ def train_config() -> dict[str, Any]:
                 "settings": "@distill",
                 "patch_size": "$@network_def.patch_size",
             },
-            "grad_scaler": {"_target_": "torch.amp.GradScaler", "device": "cuda", "enabled": "@amp"},
+            "grad_scaler": {
+                "_target_": "torch.amp.GradScaler",
+                "device": "cuda",
+                "enabled": "$@amp and @amp_dtype == 'float16'",
+            },
             "iteration": {
                 "_target_": "tinyusfm_monai.distillation.engine.DistillationIteration",
                 "teacher": "@teacher",
@@ -211,6 +231,7 @@ def train_config() -> dict[str, Any]:
                         "grad_scaler": "@train#grad_scaler",
                     },
                     "resume": "@resume",
+                    "generators": "$[@train#masker.generator]",
                 },
                 {
                     "_target_": "LrScheduleHandler",
@@ -247,6 +268,8 @@ def train_config() -> dict[str, Any]:
                 "iteration_update": "@train#iteration",
                 "train_handlers": "$@train#handlers + @train#rank0_handlers",
                 "amp": "@amp",
+                "amp_kwargs": {"dtype": "$getattr(torch, @amp_dtype)"},
+                "non_blocking": True,
                 "decollate": False,
             },
         },

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .features import FeatureStore, extract_features, pooled_teacher_embedding
 from .pool import load_manifest
 from .quality import QualityScorer, quality_scores
 from .settings import OURS, PAPER, from_mapping, setting
+from .shards import PoolImages
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def write_outputs(out_dir: str | os.PathLike, selection: Selection, samples: Seq
         "budget": selection.budget,
         "pool_size": len(samples),
         **extra,
-        "training": [dict(samples[i]) for i in selection.selected],
+        "training": [{**samples[i], "index": int(i)} for i in selection.selected],
     }
     dl_path = atomic_write(out / "coreset_datalist.json", json.dumps(datalist, indent=1))
     cols = selection.columns
@@ -334,7 +335,7 @@ class CoresetPipeline:
         manifest: the pool manifest (`pool.prepare_pool`).
         output_dir: where features, gradient records and the selection go.
         teacher: the frozen teacher (its pooled features are clustered).
-        transform: the pool preprocessing.
+        images: the pool decoded to uint8 (`shards.ensure_pool_images`), in manifest order.
         proxy_backbone: the proxy student of the Quality Rank.
         settings: the `coreset` config section (`CoresetSettings`).
         device, amp, seed: where and how to run.
@@ -345,7 +346,7 @@ class CoresetPipeline:
         manifest: str,
         output_dir: str,
         teacher: Any,
-        transform: Callable,
+        images: PoolImages,
         proxy_backbone: Any = None,
         settings: Mapping[str, Any] | CoresetSettings | None = None,
         device: str | torch.device = "cpu",
@@ -355,7 +356,7 @@ class CoresetPipeline:
         self.manifest = manifest
         self.output_dir = Path(output_dir)
         self.teacher = teacher
-        self.transform = transform
+        self.images = images
         self.proxy_backbone = proxy_backbone
         self.settings = from_mapping(CoresetSettings, settings)
         if self.settings.strategy not in STRATEGIES:
@@ -382,7 +383,6 @@ class CoresetPipeline:
         n = len(samples)
         if n == 0:
             raise ValueError(f"{self.manifest}: the pool is empty")
-        items = [{"image": s["image"], "frame": int(s.get("frame", -1))} for s in samples]
         t0 = time.time()
         timings: dict[str, float] = {}
         labels = dists = quality = None
@@ -390,12 +390,10 @@ class CoresetPipeline:
         if cfg.strategy != "random":
             t = time.time()
             extract_features(
-                items,
-                manifest["pool_hash"],
+                self.images,
                 pooled_teacher_embedding(self.teacher),
                 self.teacher.embed_dim,
                 store,
-                self.transform,
                 cfg.batch_size,
                 cfg.shard_size,
                 cfg.num_workers,
@@ -421,7 +419,7 @@ class CoresetPipeline:
                 device=self.device,
                 seed=self.seed,
             )
-            scorer.run(items, store, self.transform)
+            scorer.run(self.images, store)
             quality = quality_scores(scorer.gradients(store), cfg.oscillation_weight)
             timings["quality_s"] = time.time() - t
         if rank != 0:

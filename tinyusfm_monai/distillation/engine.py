@@ -18,6 +18,7 @@ from .consistency import ConsistencyWeighting
 from .losses import DistillationLoss
 from .masks import FREQUENCY, SPATIAL, DomainMasker
 from .model import FrozenTeacher
+from .shards import normalize_on_device
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ LOSS_TERMS = ("loss", "feature", "attn", "recon", "consistency")
 class DistillationIteration:
     """`iteration_update` for `SupervisedTrainer`: one distillation step.
 
-    The clean batch is augmented, turned into the masked views, all views are stacked so the teacher and the
-    student each run once; the teacher's final tokens of the two views give the consistency weights.
+    The clean batch (uint8 from the decoded pool, normalised here on the device) is augmented, turned into the
+    masked views, all views are stacked so the teacher and the student each run once; the teacher's final tokens
+    of the two views give the consistency weights. Mixed precision follows the trainer (`amp`, `amp_kwargs`:
+    bfloat16 needs no grad scaler; float16 uses `grad_scaler`).
     """
 
     def __init__(
@@ -58,7 +61,7 @@ class DistillationIteration:
         device = engine.state.device
         x = batchdata[self.image_key]
         x = (x.as_tensor() if hasattr(x, "as_tensor") else x).to(device, non_blocking=engine.non_blocking)
-        x = self.masker.augment(x)
+        x = self.masker.augment(normalize_on_device(x))
         views = self.masker(x)
         names = list(views)
         stacked = torch.cat([views[n][0] for n in names])

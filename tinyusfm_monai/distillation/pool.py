@@ -165,3 +165,20 @@ def manifest_datalist(manifest_path: str | os.PathLike, datalist: str | os.PathL
     else:
         items = load_manifest(manifest_path)["training"]
     return [{"image": it["image"], "frame": int(it.get("frame", -1))} for it in items]
+
+
+def pool_indices(manifest_path: str | os.PathLike, datalist: str | os.PathLike | None = None) -> list[int] | None:
+    """Manifest rows of a coreset datalist (`coreset.write_outputs`), or None (the whole pool) without one.
+
+    Entries carry their row as "index"; entries without it are matched by (image, frame)."""
+    if not datalist:
+        return None
+    data = json.loads(Path(datalist).read_text())
+    items = data["training"] if isinstance(data, dict) else data
+    if all("index" in it for it in items):
+        return [int(it["index"]) for it in items]
+    rows = {(s["image"], int(s.get("frame", -1))): i for i, s in enumerate(load_manifest(manifest_path)["training"])}
+    missing = [it["image"] for it in items if (it["image"], int(it.get("frame", -1))) not in rows]
+    if missing:
+        raise ValueError(f"{datalist}: {len(missing)} entries are not in the pool {manifest_path}, e.g. {missing[0]}")
+    return [rows[(it["image"], int(it.get("frame", -1)))] for it in items]

@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,8 @@ from torch import nn
 
 from tinyusfm_monai.utils import atomic_path, rank_and_world_size
 
-from .features import FeatureStore, _loader
+from .features import FeatureStore, image_batches
+from .shards import PoolImages, normalize_on_device
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,8 @@ class QualityScorer:
 
     def run(
         self,
-        items: Sequence[dict],
+        images: PoolImages,
         store: FeatureStore,
-        transform: Callable,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> dict:
@@ -129,7 +128,7 @@ class QualityScorer:
                 round_shards = order[rnd * world_size : (rnd + 1) * world_size]
                 mine = round_shards[rank] if rank < len(round_shards) else None
                 scored += self._train_round(
-                    model, optimizer, items, store, transform, epoch, mine, round_shards, ranges, distributed
+                    model, optimizer, images, store, epoch, mine, round_shards, ranges, distributed
                 )
                 if rank == 0:
                     next_epoch, next_round = (epoch, rnd + 1) if rnd + 1 < rounds else (epoch + 1, 0)
@@ -147,16 +146,14 @@ class QualityScorer:
         seconds = time.time() - t0
         return {"scored": scored, "seconds": seconds}
 
-    def _train_round(
-        self, model, optimizer, items, store, transform, epoch, mine, round_shards, ranges, distributed
-    ) -> int:
+    def _train_round(self, model, optimizer, images, store, epoch, mine, round_shards, ranges, distributed) -> int:
         bs = self.batch_size
         n_batches = max(math.ceil((ranges[s][1] - ranges[s][0]) / bs) for s in round_shards)
         batches = iter(())
         grads_out: list[np.ndarray] = []
         if mine is not None:
             s, e = ranges[mine]
-            batches = iter(_loader(items[s:e], transform, bs, self.num_workers))
+            batches = iter(image_batches(images, bs, self.num_workers)(s, e))
             targets_all = torch.from_numpy(store.read(s, e))
         offset = 0
         model.train()
@@ -165,8 +162,7 @@ class QualityScorer:
             optimizer.zero_grad(set_to_none=False)
             count = torch.zeros((), device=self.device)
             if batch is not None:
-                x = batch["image"]
-                x = (x.as_tensor() if hasattr(x, "as_tensor") else x).to(self.device)
+                x = normalize_on_device(batch.to(self.device))
                 t = _normalise_target(targets_all[offset : offset + x.shape[0]].to(self.device))
                 offset += x.shape[0]
                 h, y = model(x)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,17 @@ def set_rng_state(state: Mapping[str, torch.Tensor], generators: Sequence[torch.
         if key not in state:
             raise KeyError(f"checkpoint has no state for random generator {i}; it was saved by another configuration")
         generator.set_state(state[key].to(torch.uint8))
+
+
+@contextmanager
+def preserved_rng(generators: Sequence[torch.Generator] = ()) -> Iterator[None]:
+    """Run a block without changing any random stream: e.g. building a cache that exists in a first run but not
+    in a resumed one must not shift the numbers the rest of the run draws (model initialisation, shuffles)."""
+    state = rng_state(generators)
+    try:
+        yield
+    finally:
+        set_rng_state(state, generators)
 
 
 class TrainingState:

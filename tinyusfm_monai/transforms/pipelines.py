@@ -98,21 +98,28 @@ def build_preprocessing(image_size: int = 224, reader: Any = "PILReader"):
     return parser.get_parsed_content("pre")
 
 
-def pool_transform_config(image_size: Size = 224, key: str = "image") -> list[dict[str, Any]]:
+def pool_transform_config(image_size: Size = 224, key: str = "image", normalize: bool = True) -> list[dict[str, Any]]:
     """Deterministic distillation-pool preprocessing: the pool sample loader, then the shared pipeline above
-    (RGB, [0, 1], resize, ImageNet normalisation) minus its file reader."""
+    (RGB, [0, 1], resize, ImageNet normalisation) minus its file reader.
+
+    `normalize=False` stops after the resize and keeps the 0..255 range: the pool decoded once to uint8
+    (`distillation.shards`), whose [0, 1] scaling and ImageNet normalisation then run on the training device.
+    """
     after_reading = [t for t in load_config([key]) if t["_target_"] not in ("LoadImaged", "EnsureChannelFirstd")]
+    if not normalize:
+        after_reading = [t for t in after_reading if t["_target_"] != "ScaleIntensityRanged"]
     return (
         [{"_target_": "tinyusfm_monai.transforms.io.LoadPoolImaged", "keys": key}]
         + after_reading
         + [resize_config(image_size)]
-        + normalise_config()
+        + (normalise_config() if normalize else [])
     )
 
 
-def build_pool_transform(image_size: int = 224, key: str = "image"):
+def build_pool_transform(image_size: int = 224, key: str = "image", normalize: bool = True):
     """Instantiate `pool_transform_config` as a MONAI Compose (the config files name the same components)."""
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser({"t": {"_target_": "Compose", "transforms": pool_transform_config(image_size, key)}})
+    transforms = pool_transform_config(image_size, key, normalize)
+    parser = ConfigParser({"t": {"_target_": "Compose", "transforms": transforms}})
     return parser.get_parsed_content("t")
