@@ -102,7 +102,7 @@ def _inputs(input_dir: Path, output_dir: Path) -> list[Entry]:
         try:
             entry.path.resolve().relative_to(out_resolved)
             continue  # a symbolic link into the output folder
-        except (ValueError, OSError):
+        except (ValueError, OSError, RuntimeError):  # RuntimeError: a symbolic link loop
             entries.append(entry)
     return entries
 

@@ -24,19 +24,28 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw
+from pydicom import valuerep
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from tinyusfm_monai.dicom.concepts import class_concept, segment_concept
 from tinyusfm_monai.dicom.contours import outer_polygons
-from tinyusfm_monai.io.dicom import UltrasoundImage
+from tinyusfm_monai.io.dicom import (
+    US_IMAGE_STORAGE,
+    US_IMAGE_STORAGE_RETIRED,
+    US_MULTIFRAME_IMAGE_STORAGE,
+    US_MULTIFRAME_IMAGE_STORAGE_RETIRED,
+    UltrasoundImage,
+)
 
 if TYPE_CHECKING:
     from tinyusfm_monai.bundle.predictor import Predictor
@@ -49,14 +58,50 @@ PREDICTED_CLASS = codes.SCT.Classification
 RESULT_COLOURS = ((0, 0, 0), (255, 64, 64), (64, 200, 255), (255, 220, 0), (120, 255, 120), (255, 128, 255))
 
 
-def _quiet(func):
-    """highdicom's person-name check warns with the Patient's Name in the message: keep it out of logs."""
+#: retired ultrasound SOP classes -> their current equivalents. highdicom's IOD tables only know the current
+#: ones (KeyError on the retired UID), so an output is built against the current class and every reference
+#: is then set back to the class the source really has.
+RETIRED_SOP_CLASSES = {
+    US_IMAGE_STORAGE_RETIRED: US_IMAGE_STORAGE,
+    US_MULTIFRAME_IMAGE_STORAGE_RETIRED: US_MULTIFRAME_IMAGE_STORAGE,
+}
+
+
+@contextmanager
+def _known_sop_class(source: Dataset) -> Iterator[tuple[str, str] | None]:
+    original = str(source.get("SOPClassUID", ""))
+    current = RETIRED_SOP_CLASSES.get(original)
+    if current is None:
+        yield None
+        return
+    source.SOPClassUID = current
+    try:
+        yield current, original
+    finally:
+        source.SOPClassUID = original
+
+
+def _restore_references(out: Dataset, current: str, original: str) -> None:
+    for element in out.iterall():
+        if element.keyword == "ReferencedSOPClassUID" and str(element.value) == current:
+            element.value = original
+
+
+def _writer(func):
+    """Around every writer: highdicom's person-name check warns with the Patient's Name in the message (kept
+    out of logs); missing Type 2 attributes are completed (`complete_type2`); retired SOP classes are handled
+    (`RETIRED_SOP_CLASSES`)."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(image: UltrasoundImage, *args, **kwargs):
+        complete_type2(image.dataset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return func(*args, **kwargs)
+            with _known_sop_class(image.dataset) as swapped:
+                out = func(image, *args, **kwargs)
+        if swapped is not None:
+            _restore_references(out, *swapped)
+        return out
 
     return wrapper
 
@@ -191,13 +236,25 @@ TYPE2_COPIED = (
 
 def complete_type2(source: Dataset) -> None:
     """Add the Type 2 attributes the source omits, empty (Type 2 means 'present, may be empty'), to the source
-    header in memory (the file is never changed), so the outputs carry them as the standard requires."""
+    header in memory (the file is never changed), so the outputs carry them as the standard requires. A date or
+    time that is not in DICOM format (e.g. ACR-NEMA '11:20:00') is emptied as well: highdicom refuses it, and an
+    output must not carry a value no reader can parse."""
     for keyword in TYPE2_COPIED:
         if keyword not in source:
             setattr(source, keyword, None)
+            continue
+        parser = {"DA": valuerep.DA, "TM": valuerep.TM}.get(source[keyword].VR)
+        value = source[keyword].value
+        if parser is not None and value not in (None, ""):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    parser(value)
+            except (ValueError, TypeError, UserWarning):
+                setattr(source, keyword, None)
 
 
-@_quiet
+@_writer
 def segmentation_seg(
     image: UltrasoundImage, label_map: np.ndarray, predictor: Predictor, seg_type: str = "binary"
 ) -> hd.seg.Segmentation:
@@ -269,7 +326,7 @@ def frame_regions(
     return FrameRegions(frame_number, present, polygons)
 
 
-@_quiet
+@_writer
 def segmentation_sr(
     image: UltrasoundImage, label_maps: list[np.ndarray], predictor: Predictor
 ) -> hd.sr.ComprehensiveSR:
@@ -280,7 +337,7 @@ def segmentation_sr(
     return segmentation_sr_from_regions(image, regions, predictor)
 
 
-@_quiet
+@_writer
 def segmentation_sr_from_regions(
     image: UltrasoundImage, frames: list[FrameRegions], predictor: Predictor
 ) -> hd.sr.ComprehensiveSR:
@@ -343,7 +400,7 @@ def segmentation_sr_from_regions(
 # classification
 
 
-@_quiet
+@_writer
 def classification_sr(
     image: UltrasoundImage, probabilities: list[np.ndarray], predictor: Predictor
 ) -> hd.sr.ComprehensiveSR:
@@ -418,7 +475,7 @@ def draw_overlay(
     return np.asarray(canvas)
 
 
-@_quiet
+@_writer
 def overlay_sc(
     image: UltrasoundImage, index: int, result: np.ndarray, predictor: Predictor, frame: np.ndarray | None = None
 ) -> hd.sc.SCImage:
