@@ -205,6 +205,7 @@ def make_relabelled_ct(dst: Path) -> Path:
 
 
 def _us_header(rows: int, columns: int, frames: int = 1, photometric: str = "MONOCHROME2") -> pydicom.Dataset:
+    """A minimal valid US header (8 bit; 3 samples for a colour photometric interpretation)."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import generate_uid
 
@@ -220,7 +221,9 @@ def _us_header(rows: int, columns: int, frames: int = 1, photometric: str = "MON
     ds.Modality = "US"
     ds.PatientName, ds.PatientID = "Test^Large", "LARGE-1"
     ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel = 1
+    ds.SamplesPerPixel = 1 if photometric.startswith("MONOCHROME") else 3
+    if ds.SamplesPerPixel == 3:
+        ds.PlanarConfiguration = 0
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
@@ -268,6 +271,25 @@ def make_huge_cine(dst: Path, frames: int = 150, side: int = 2000) -> Path:
     ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
     frame = _gray_jpeg(side)
     ds.PixelData = encapsulate([frame] * frames)
+    ds["PixelData"].VR = "OB"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def make_limit_frame(dst: Path, rows: int = 2160, columns: int = 3840) -> Path:
+    """One colour JPEG frame of 3840 x 2160 (4K UHD = the default max_frame_pixels): the largest frame the node
+    accepts, and the most expensive kind to decode (YBR to RGB)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    ds = _us_header(rows, columns, photometric="YBR_FULL_422")
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    buffer = io.BytesIO()
+    Image.new("RGB", (columns, rows), (90, 60, 30)).save(buffer, format="JPEG", quality=90)
+    ds.PixelData = encapsulate([buffer.getvalue()])
     ds["PixelData"].VR = "OB"
     dst.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(dst, enforce_file_format=True)

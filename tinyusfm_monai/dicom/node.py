@@ -901,6 +901,7 @@ def serve(
     tls_key: str | None = None,
     tls_ca: str | None = None,
     backoff_max: float = BACKOFF_MAX_S,
+    queue_wait: float = 10.0,
 ) -> UltrasoundNode | None:
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
@@ -912,7 +913,10 @@ def serve(
     limits, checked from the header before acknowledging. max_attempts: processing starts before an instance
     that keeps crashing the node is moved to failed/. tls_cert / tls_key (and tls_ca to require client
     certificates): DICOM TLS. spool: where received instances, attempts and the outbox live; survives restarts.
-    frames: all | middle | first | every:N. Status: `tinyusfm-monai dicom status --spool SPOOL`.
+    frames: all | middle | first | every:N. queue_size: instances pending at most; a C-STORE arriving when it is
+    reached waits up to queue_wait seconds for room, then gets 0xA700 (the sender retries). backoff_max: the
+    longest wait between delivery attempts to an unreachable destination. Status:
+    `tinyusfm-monai dicom status --spool SPOOL`.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -947,6 +951,7 @@ def serve(
         max_attempts=max_attempts,
         tls_context=tls,
         backoff_max=float(backoff_max),
+        enqueue_timeout=float(queue_wait),
     ).start()
     if not block:
         return node

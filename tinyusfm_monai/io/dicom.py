@@ -103,8 +103,8 @@ class InputLimits:
     """What one instance may cost, judged from its header before any pixel is decoded.
 
     The defaults keep the node's peak memory under 1.5 GB with a bundle model loaded (benchmarks/node_load.py
-    measures it) and are far above real ultrasound: scanners write at most 1920 x 1080 (2 Mpx) frames and
-    cines of a few hundred frames.
+    measures it) and are above real ultrasound: scanners write frames of at most 1920 x 1080 (2 Mpx), screen
+    captures reach 3840 x 2160 (4K UHD, the default limit), cines a few hundred frames (3000 = 100 s at 30 fps).
 
     Args:
         max_frame_pixels: Rows x Columns of one frame.
@@ -112,7 +112,7 @@ class InputLimits:
         max_file_bytes: size of the instance as stored (file or spooled dataset).
     """
 
-    max_frame_pixels: int = 4096 * 4096
+    max_frame_pixels: int = 3840 * 2160
     max_frames: int = 3000
     max_file_bytes: int = 2 * 1024**3
 
