@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="200 instances, 30-frame cine")
     parser.add_argument("--n", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per single-input RSS figure (median)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per single-input RSS figure (median)")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-single", action="store_true")
     args = parser.parse_args()

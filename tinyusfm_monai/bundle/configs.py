@@ -280,7 +280,7 @@ def inference_config(task: Task) -> dict[str, Any]:
             "dataset_dir": "@dataset_dir",
         },
         "preprocessing": {"_target_": "Compose", "transforms": preprocessing_config("@image_size", ANY_FORMAT)},
-        # an unreadable file is logged (file: cause) and skipped; the others are still processed
+        # an unreadable file is logged (position, file name: cause) and skipped; the others are still processed
         "dataset": {
             "_target_": "tinyusfm_monai.data.skipping_dataset.SkipUnreadableDataset",
             "data": "@datalist",

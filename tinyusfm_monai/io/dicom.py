@@ -605,18 +605,15 @@ def to_rgb(raw: np.ndarray, ds: Dataset) -> np.ndarray:
 
 def _frame_decoder(path: str, ds: Dataset) -> Callable[[list[int]], Iterator[np.ndarray]]:
     """indices -> RGB frames, one at a time. Reads from the file frame by frame (pydicom `iter_pixels` on a
-    path), so neither the Pixel Data element nor the other frames are ever held in memory. A bare dataset
-    (no file meta) cannot be decoded from its path; it is read whole, which its size limit bounds."""
+    path), so neither the Pixel Data element nor the other frames are ever held in memory. A bare dataset (no
+    file meta) gets the transfer syntax its encoding was read with."""
+    extra = {"transfer_syntax_uid": ds.file_meta.TransferSyntaxUID} if getattr(ds, "tinyusfm_bare", False) else {}
 
     def decode(indices: list[int]) -> Iterator[np.ndarray]:
         check_codestreams(path, ds, indices)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if getattr(ds, "tinyusfm_bare", False):
-                source: object = read_dataset(path, pixels=True)
-            else:
-                source = path
-            for raw in iter_pixels(source, indices=indices, as_rgb=True):
+            for raw in iter_pixels(path, indices=indices, as_rgb=True, **extra):
                 yield to_rgb(raw, ds)
 
     return decode
