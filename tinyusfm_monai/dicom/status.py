@@ -64,9 +64,10 @@ def read_status(spool: str | os.PathLike) -> tuple[dict, int]:
         status = {"state": "unknown", "error": f"no readable status.json ({type(exc).__name__})"}
     status["on_disk"] = spool_counts(spool)
     pid = int(status.get("pid", 0) or 0)
-    age = time.time() - float(status.get("updated_epoch", 0) or 0)
+    updated = float(status.get("updated_epoch", 0) or 0)
+    age = time.time() - updated if updated else float("inf")
     interval = float(status.get("status_interval_s", 1.0) or 1.0)
-    status["status_age_s"] = round(age, 1)
+    status["status_age_s"] = round(age, 1) if updated else None
     if status.get("state") != "running" or not pid or not _alive(pid) or age > max(10.0, 5 * interval):
         status["health"] = "down" if status.get("state") != "running" or not pid or not _alive(pid) else "stale"
         return status, STATUS_DOWN
