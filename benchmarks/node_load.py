@@ -10,8 +10,8 @@
    of `--repeats`), with the deterministic stand-in predictor and with a real bundle (busi_segmentation,
    224 px, a randomly initialised model.pt: memory does not depend on the weight values).
 
-    python benchmarks/node_load.py              # full size, ~10 min on 2 cores
-    python benchmarks/node_load.py --quick      # 200 instances, 30-frame cine, ~2 min
+    python benchmarks/node_load.py              # full size, ~20 min on 2 cores
+    python benchmarks/node_load.py --quick      # 200 instances, 30-frame cine, ~5 min
 
 Timings on a shared machine are noisy; the counts and the memory figures are not.
 """
