@@ -171,3 +171,163 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- hostile and oversized inputs (small on disk; what a peer or a broken scanner can send) ------------------
+
+HOSTILE_UIDS = {
+    "traversal": "../../../../tmp/tinyusfm-escape",
+    "absolute": "/tmp/tinyusfm-escape-abs",
+    "too-long": "1." + "2" * 70,
+    "non-digit": "1.2.abc.4",
+}
+
+
+def make_with_uid(dst: Path, keyword: str, value: str, src: str = "US1_UNCR.dcm") -> Path:
+    """A real US file whose `keyword` (SOP/Series/Study Instance UID) is replaced by `value` (header only)."""
+    ds = pydicom.dcmread(us_file(src))
+    setattr(ds, keyword, value)
+    if keyword == "SOPInstanceUID":
+        ds.file_meta.MediaStorageSOPInstanceUID = value
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=False)
+    return dst
+
+
+def make_relabelled_ct(dst: Path) -> Path:
+    """CT_small.dcm claiming Ultrasound Image Storage (Modality stays CT): must be refused, not segmented."""
+    ds = pydicom.dcmread(us_file("CT_small.dcm"))
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def _us_header(rows: int, columns: int, frames: int = 1, photometric: str = "MONOCHROME2") -> pydicom.Dataset:
+    """A minimal valid US header (8 bit; 3 samples for a colour photometric interpretation)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    multi = frames > 1
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1" if multi else "1.2.840.10008.5.1.4.1.1.6.1"
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=["tinyusfm-test", str(rows), str(columns), str(frames)])
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["tinyusfm-test-study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["tinyusfm-test-series"])
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientName, ds.PatientID = "Test^Large", "LARGE-1"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1 if photometric.startswith("MONOCHROME") else 3
+    if ds.SamplesPerPixel == 3:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    if multi:
+        ds.NumberOfFrames = frames
+        ds.FrameIncrementPointer = (0x0018, 0x1063)
+        ds.FrameTime = 33.3
+    return ds
+
+
+def make_huge_rle(dst: Path, side: int = 20000) -> Path:
+    """RLE Lossless US of side x side (default 400 Mpx, 1.2 GB as RGB) in ~6 MB: each row is runs of zeros."""
+    from pydicom.encaps import encapsulate
+
+    ds = _us_header(side, side)
+    runs, rest = divmod(side, 128)
+    row = b"\x81\x00" * runs + (bytes([(257 - rest) % 256, 0]) if rest > 1 else b"\x00\x00" if rest else b"")
+    segment = row * side
+    header = (1).to_bytes(4, "little") + (64).to_bytes(4, "little") + b"\x00" * 56
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
+    ds.PixelData = encapsulate([header + segment])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def _gray_jpeg(side: int, value: int = 90) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), value).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_huge_cine(dst: Path, frames: int = 150, side: int = 2000) -> Path:
+    """JPEG Baseline US cine of `frames` x side^2 (default 150 x 4 Mpx: 1.8 GB decoded as RGB) in a few MB.
+
+    Within the default limits: the node must process it frame by frame, not refuse it."""
+    from pydicom.encaps import encapsulate
+
+    ds = _us_header(side, side, frames)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    frame = _gray_jpeg(side)
+    ds.PixelData = encapsulate([frame] * frames)
+    ds["PixelData"].VR = "OB"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def make_limit_frame(dst: Path, rows: int = 2160, columns: int = 3840) -> Path:
+    """One colour JPEG frame of 3840 x 2160 (4K UHD = the default max_frame_pixels): the largest frame the node
+    accepts, and the most expensive kind to decode (YBR to RGB)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    ds = _us_header(rows, columns, photometric="YBR_FULL_422")
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    buffer = io.BytesIO()
+    Image.new("RGB", (columns, rows), (90, 60, 30)).save(buffer, format="JPEG", quality=90)
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def make_lying_jpeg(dst: Path, claimed: int = 13000, header: int = 512) -> Path:
+    """A JPEG US whose DICOM header says header x header but whose codestream claims claimed x claimed (a
+    decompression bomb: 169 Mpx from a few kB). The frame header (SOF0) is patched, the rest is a real JPEG."""
+    from pydicom.encaps import encapsulate
+
+    ds = _us_header(header, header)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    data = bytearray(_gray_jpeg(header))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = claimed.to_bytes(2, "big") * 2
+    ds.PixelData = encapsulate([bytes(data)])
+    ds["PixelData"].VR = "OB"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def make_huge_jpeg(dst: Path, side: int = 13000) -> Path:
+    """An honest header of side x side (169 Mpx) over a small JPEG claiming the same: refused by the limits."""
+    return _honest_huge_jpeg(dst, side)
+
+
+def _honest_huge_jpeg(dst: Path, side: int) -> Path:
+    from pydicom.encaps import encapsulate
+
+    ds = _us_header(side, side)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    data = bytearray(_gray_jpeg(64))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2
+    ds.PixelData = encapsulate([bytes(data)])
+    ds["PixelData"].VR = "OB"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst

@@ -279,3 +279,69 @@ def test_model_zoo_checks_and_exports_agree(trained, tmp_path):
     session = ort.InferenceSession(str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(onnx_out, eager.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_inference_protects_every_stage_and_scales_bit_depths(trained, tmp_path):
+    """A 1 x 1 image and an item whose result cannot be written are skipped with their reason and the run goes
+    on; MHA/NRRD are read, a 3D volume is named; a 16-bit PNG gives the 8-bit PNG's prediction; no full path
+    is logged (folders may be named after patients)."""
+    import itk
+
+    name, bundle, data, _ = trained
+    images = tmp_path / "Smith_John_1961"
+    images.mkdir()
+    src = sorted((data / "images").glob("test_*.png"))[0]
+    gray = np.asarray(Image.open(src).convert("L"))
+    Image.fromarray(gray).save(images / "a8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(images / "b16.png")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(images / "c_dot.png")
+    itk.imwrite(itk.image_from_array(gray), str(images / "d.mha"))
+    itk.imwrite(itk.image_from_array(gray), str(images / "e.nrrd"))
+    itk.imwrite(itk.image_from_array(np.stack([gray] * 3)), str(images / "f_volume.mha"))
+    Image.fromarray(gray).save(images / "g_blocked.png")
+    out = tmp_path / "out"
+    (out / "g_blocked_seg.png").mkdir(parents=True)  # the writer cannot replace a folder: postprocessing fails
+    proc = bundle_run(
+        [bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64
+    )
+    log = proc.stdout + proc.stderr
+    assert "skipped #3 c_dot.png: ValueError: image of 1 x 1 pixels" in log
+    assert "skipped #6 f_volume.mha: ValueError: 3D image of 3 x " in log
+    # MONAI's own run summary echoes the command line (`> dataset_dir: ...`); every other line is ours
+    ours = "\n".join(line for line in log.splitlines() if "> dataset_dir:" not in line)
+    assert str(images) not in ours and "Smith_John" not in ours
+    if name.endswith("classification"):
+        rows = {Path(r["image"]).name: r for r in csv.DictReader(open(out / "predictions.csv"))}
+        assert set(rows) == {"a8.png", "b16.png", "d.mha", "e.nrrd", "g_blocked.png"}
+        assert rows["b16.png"]["pred"] == rows["a8.png"]["pred"] == rows["d.mha"]["pred"]
+        p8 = np.array([float(v) for k, v in rows["a8.png"].items() if k.startswith("p_")])
+        p16 = np.array([float(v) for k, v in rows["b16.png"].items() if k.startswith("p_")])
+        np.testing.assert_allclose(p16, p8, atol=0.02)
+    else:
+        assert "skipped g_blocked.png: postprocessing failed" in log
+        written = sorted(p.name for p in out.glob("*_seg.png") if p.is_file())
+        assert written == ["a8_seg.png", "b16_seg.png", "d_seg.png", "e_seg.png"]
+        fg8 = (np.asarray(Image.open(out / "a8_seg.png")) > 0).mean()
+        fg16 = (np.asarray(Image.open(out / "b16_seg.png")) > 0).mean()
+        assert abs(fg16 - fg8) <= 0.02, (fg8, fg16)
+
+
+def test_dicom_batch_and_node_path_with_the_real_bundle(trained, tmp_path):
+    """The DICOM batch with the real BundlePredictor (trained weights) on real vendor files, cine included."""
+    from pydicom.data import get_testdata_file
+
+    from tinyusfm_monai.bundle.predictor import BundlePredictor
+    from tinyusfm_monai.dicom.batch import run_batch
+
+    name, bundle, _, _ = trained
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for file in ("US1_J2KI.dcm", "examples_ybr_color.dcm", "OBXXXX1A_2frame.dcm", "CT_small.dcm"):
+        shutil.copy(get_testdata_file(file), inputs / file)
+    predictor = BundlePredictor(bundle, device="cpu", overrides={"image_size": 64})
+    rows = {r.input: r for r in run_batch(predictor, inputs, tmp_path / "out", frames="every:10")}
+    assert [rows[f].status for f in ("US1_J2KI.dcm", "examples_ybr_color.dcm", "OBXXXX1A_2frame.dcm")] == [
+        "processed"
+    ] * 3
+    assert (rows["CT_small.dcm"].status, rows["CT_small.dcm"].reason) == ("skipped", "not-ultrasound")
+    assert rows["examples_ybr_color.dcm"].frames == "1,11,21"

@@ -166,3 +166,27 @@ def test_segmenter_backbone_and_round_trip_through_official_layout(tmp_path, man
     exported = torch.load(out, weights_only=True)
     assert set(exported) == set(manifest("tinyusfm"))
     assert all(torch.equal(exported[k], state[k]) for k in state)
+
+
+def test_text_files_and_non_finite_weights_are_refused_with_file_and_cause(tmp_path, manifest):
+    """A text file saved as .pth (an HTML error page, a git-lfs pointer) gave a raw KeyError; NaN/inf weights
+    from a diverged run loaded silently. Both are a CheckpointError naming the file and the cause, also when a
+    bundle loads its models/model.pt."""
+    from tinyusfm_monai.handlers.weights import TrainedWeightsLoader
+
+    text = tmp_path / "pointer.pth"
+    text.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 22000000\n")
+    with pytest.raises(CheckpointError, match=r"pointer.pth: not a PyTorch checkpoint \(a text file"):
+        load_pretrained(TinyUSFM(), text)
+    state = official_state(manifest("tinyusfm"))
+    state["blocks.3.attn.qkv.weight"][0, 0] = float("nan")
+    state["pos_embed"][0, 1, 1] = float("inf")
+    broken = tmp_path / "diverged.pth"
+    torch.save(state, broken)
+    with pytest.raises(CheckpointError, match=r"diverged.pth: tensor .* and 1 more contains NaN or infinity"):
+        load_pretrained(TinyUSFM(), broken)
+    loader = TrainedWeightsLoader(str(text), TinyUSFM())
+    with pytest.raises(CheckpointError, match="pointer.pth: not a PyTorch checkpoint"):
+        loader.load()
+    with pytest.raises(CheckpointError, match="diverged.pth"):
+        TrainedWeightsLoader(str(broken), TinyUSFM()).load()

@@ -176,3 +176,38 @@ def test_no_pixel_data_and_not_dicom(tmp_path):
     with pytest.raises(DicomInputError) as err:
         read_ultrasound(text)
     assert err.value.reason == "not-dicom"
+
+
+def test_bare_dataset_without_preamble_is_decoded_from_its_file(tmp_path):
+    ds = pydicom.dcmread(us_file("US1_UNCR.dcm"))
+    ds.preamble = None
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.save_as(tmp_path / "bare", enforce_file_format=False, implicit_vr=False, little_endian=True)
+    image = read_ultrasound(tmp_path / "bare")
+    assert np.array_equal(image.frames, read_ultrasound(us_file("US1_UNCR.dcm")).frames)
+
+
+def test_modality_uids_and_sizes_are_checked_from_the_header(tmp_path):
+    from tinyusfm_monai.io.dicom import InputLimits, check_identity, is_valid_uid, open_ultrasound
+
+    ct = copy_with(us_file("US1_UNCR.dcm"), tmp_path / "ct.dcm", Modality="CT")
+    with pytest.raises(DicomInputError, match="but Modality is CT") as err:
+        read_ultrasound(ct)
+    assert err.value.reason == "not-ultrasound"
+    assert is_valid_uid("1.2.840.10008.5.1.4.1.1.6.1") and is_valid_uid("1.02.3")  # leading zeros tolerated
+    for bad in ("../../tmp/x", "/tmp/x", "1..2", "1.2.", ".1", "1.2.a", "1 2", "1." + "2" * 63, ""):
+        assert not is_valid_uid(bad), bad
+    header = pydicom.dcmread(us_file("US1_UNCR.dcm"), stop_before_pixels=True)
+    header.StudyInstanceUID = "1.2.3/../4"
+    with pytest.raises(DicomInputError, match="StudyInstanceUID is not a valid UID") as err:
+        check_identity("x.dcm", header)
+    assert err.value.reason == "invalid-uid"
+    with pytest.raises(DicomInputError, match=r"480 x 640 = 307,200 pixels per frame, over the limit of 1,000"):
+        open_ultrasound(us_file("US1_UNCR.dcm"), limits=InputLimits(max_frame_pixels=1000))
+    with pytest.raises(DicomInputError, match="30 frames, over the limit of 10"):
+        open_ultrasound(us_file("examples_ybr_color.dcm"), limits=InputLimits(max_frames=10))
+    with pytest.raises(DicomInputError, match="bytes, over the limit of 1,024"):
+        open_ultrasound(us_file("US1_UNCR.dcm"), limits=InputLimits(max_file_bytes=1024))
+    image = open_ultrasound(us_file("examples_ybr_color.dcm"), "every:10")
+    assert image.frames is None  # nothing decoded yet: frames come one at a time
+    assert [i for i, _ in image.iter_frames()] == [0, 1, 2]

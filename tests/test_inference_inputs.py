@@ -79,10 +79,12 @@ def test_unreadable_files_are_named_and_skipped(tmp_path, caplog):
         batches = list(DataLoader(SkipUnreadableDataset(data, build_preprocessing(32, ANY_FORMAT)), batch_size=2))
     loaded = [m for b in batches for m in b["image"].meta["filename_or_obj"]]
     assert [p.split("/")[-1] for p in loaded] == ["good.png", "good.dcm"]
-    errors = {r.getMessage().split(":")[0].split("/")[-1]: r.getMessage() for r in caplog.records}
+    errors = {r.getMessage().split(":")[0].split(" ")[-1]: r.getMessage() for r in caplog.records}
     assert set(errors) == {"truncated.png", "text.jpg", "truncated.dcm", "ct.dcm"}
+    assert errors["ct.dcm"].startswith("skipped #5 ct.dcm:")  # position in the datalist + file name
     assert "truncated" in errors["truncated.png"] and "not-ultrasound" in errors["ct.dcm"]
     assert all("applying transform" not in message for message in errors.values())
+    assert all(str(tmp_path) not in message for message in errors.values()), "full paths must not be logged"
 
 
 def test_nothing_readable_is_an_error(tmp_path):
@@ -104,3 +106,88 @@ def test_channel_argmax_is_monai_argmax_and_keeps_metadata():
     out = ChannelArgmaxd("pred")({"pred": meta})["pred"]
     assert torch.equal(out.as_tensor().to(torch.float32), AsDiscrete(argmax=True)(scores))
     assert out.shape == (1, 20, 30) and out.meta["filename_or_obj"] == "x.png"
+
+
+def test_bit_depths_are_scaled_by_their_real_range(tmp_path):
+    """A 16-bit PNG was scaled as if 8-bit (everything above 255 white: 68 % foreground instead of 12 %). Every
+    rendering of the same image must reach the model as the same 0..255 values."""
+    import itk
+
+    rng = np.random.default_rng(0)
+    img8 = (rng.random((40, 56)) * 255).astype(np.uint8)
+    Image.fromarray(img8).save(tmp_path / "a8.png")
+    Image.fromarray(img8.astype(np.uint16) * 257).save(tmp_path / "a16.png")  # 16-bit PNG, mode I;16
+    Image.fromarray(img8.astype(np.float32) / 255.0).save(tmp_path / "a01.tiff")  # float 0..1
+    itk.imwrite(itk.image_from_array(img8.astype(np.uint16) * 257), str(tmp_path / "a16.mha"))
+    itk.imwrite(itk.image_from_array(img8), str(tmp_path / "a8.nrrd"))
+    itk.imwrite(itk.image_from_array(img8.astype(np.float32) * 4 - 100), str(tmp_path / "shifted.mha"))
+    reference = np.asarray(load(tmp_path / "a8.png"), dtype=np.float32)
+    assert Image.open(tmp_path / "a16.png").mode == "I;16"
+    for name in ("a16.png", "a01.tiff", "a16.mha", "a8.nrrd"):
+        np.testing.assert_allclose(np.asarray(load(tmp_path / name)), reference, atol=0.51, err_msg=name)
+    stretched = np.asarray(load(tmp_path / "shifted.mha"))  # no known range: min..max
+    assert stretched.min() == 0 and stretched.max() == pytest.approx(255, abs=1e-3)
+    assert np.corrcoef(stretched.ravel(), reference.ravel())[0, 1] > 0.999
+    # and the whole preprocessing gives the model the same tensor
+    pre = build_preprocessing(32, ANY_FORMAT)
+    a, b = pre({"image": str(tmp_path / "a8.png")})["image"], pre({"image": str(tmp_path / "a16.png")})["image"]
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-2)
+
+
+def test_3d_volumes_and_tiny_images_are_named_not_read(tmp_path, caplog):
+    import itk
+
+    volume = (np.random.default_rng(1).random((4, 30, 40)) * 255).astype(np.uint8)
+    itk.imwrite(itk.image_from_array(volume), str(tmp_path / "volume.mha"))
+    itk.imwrite(itk.image_from_array(volume[:1]), str(tmp_path / "slab.nrrd"))  # 1 x 30 x 40: a 2D image
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    assert tuple(load(tmp_path / "slab.nrrd").shape) == (30, 40)
+    data = [{"image": str(tmp_path / n)} for n in ("volume.mha", "dot.png", "slab.nrrd")]
+    with caplog.at_level(logging.ERROR, logger="tinyusfm_monai.data.skipping_dataset"):
+        loaded = list(SkipUnreadableDataset(data, build_preprocessing(32, ANY_FORMAT)))
+    assert len(loaded) == 1
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert "skipped #1 volume.mha: ValueError: 3D image of 4 x 30 x 40 voxels" in messages[0]
+    assert "skipped #2 dot.png: ValueError: image of 1 x 1 pixels, smaller than 8 x 8" in messages[1]
+
+
+def test_inference_datalist_names_what_it_leaves_out(tmp_path, caplog):
+    import os
+
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "a.raw").write_bytes(b"\0" * 100)  # the data file of a .mhd header
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    os.mkfifo(tmp_path / "pipe.png")
+    from tinyusfm_monai.data.datalist import inference_datalist
+
+    with caplog.at_level(logging.WARNING, logger="tinyusfm_monai.data.datalist"):
+        items = inference_datalist("busi_segmentation", str(tmp_path))
+    assert [i["image"] for i in items] == [str(tmp_path / "a.png")]
+    text = caplog.text
+    assert "left out a.raw: not an image format" in text and "left out loop: symbolic link loop" in text
+    assert "left out pipe.png: FIFO (named pipe), not a regular file" in text
+
+
+def test_a_failing_postprocessing_step_skips_the_item_not_the_run(caplog):
+    """MONAI's evaluator runs postprocessing per item; one exception there ended the whole run."""
+    from monai.data import MetaTensor
+    from monai.transforms import Lambdad
+
+    from tinyusfm_monai.transforms.utility import SkipOnErrorCompose
+
+    def explode(x):
+        if x.shape[-1] == 1:
+            raise RuntimeError("SaveImage cannot find a suitable writer for /data/Smith_John/dot_seg.png")
+        return x + 1
+
+    post = SkipOnErrorCompose([Lambdad("pred", explode)])
+    good = {"image": MetaTensor(np.zeros((3, 4, 4)), meta={"filename_or_obj": "/data/Smith_John/a.png"})}
+    bad = {"image": MetaTensor(np.zeros((3, 1, 1)), meta={"filename_or_obj": "/data/Smith_John/dot.png"})}
+    with caplog.at_level(logging.ERROR, logger="tinyusfm_monai.transforms.utility"):
+        out_good = post({**good, "pred": np.zeros((1, 4, 4))})
+        out_bad = post({**bad, "pred": np.zeros((1, 1, 1))})
+    assert float(out_good["pred"].max()) == 1 and float(out_bad["pred"].max()) == 0 and post.skipped == 1
+    assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()][0] == (
+        "skipped dot.png: postprocessing failed: RuntimeError: SaveImage cannot find a suitable writer for dot_seg.png"
+    )
+    assert "Smith" not in caplog.text

@@ -138,3 +138,25 @@ def test_stale_temporaries_are_removed_but_not_fresh_ones(tmp_path):
     os.utime(stale, (old, old))
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert fresh.exists() and keep.exists()
+
+
+def test_atomic_files_get_the_umask_mode_and_stale_temporaries_are_found_below(tmp_path):
+    """Writers built on mkstemp create 0600 files; results must be readable as the service's umask says."""
+    import tempfile
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_path(tmp_path / "r.dcm") as tmp:
+        fd, name = tempfile.mkstemp(dir=tmp_path)  # a writer that creates its file 0600
+        os.close(fd)
+        os.replace(name, tmp)
+    assert (tmp_path / "r.dcm").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert atomic_write(tmp_path / "private", b"x", mode=0o600).stat().st_mode & 0o777 == 0o600
+    deep = tmp_path / "study" / "series"
+    deep.mkdir(parents=True)
+    stale = deep / f"{TEMP_PREFIX}1-abc-SEG_1.dcm"
+    stale.write_bytes(b"half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert remove_stale_temporaries(tmp_path) == []
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [stale]

@@ -32,7 +32,12 @@ class _Lazy:
         return self._target().__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target()(*args, **kwargs)
+        result = self._target()(*args, **kwargs)
+        code = getattr(result, "exit_code", 0)
+        if code:  # fire would print the result and exit 0: print it here and exit with the command's status
+            print(result)
+            raise SystemExit(code)
+        return result
 
 
 def _lazy(path: str) -> _Lazy:
@@ -44,6 +49,7 @@ class _Dicom:
 
     infer = _lazy("tinyusfm_monai.dicom.batch:infer")
     serve = _lazy("tinyusfm_monai.dicom.node:serve")
+    status = _lazy("tinyusfm_monai.dicom.status:status")
 
 
 class _Bundles:

@@ -280,7 +280,7 @@ def inference_config(task: Task) -> dict[str, Any]:
             "dataset_dir": "@dataset_dir",
         },
         "preprocessing": {"_target_": "Compose", "transforms": preprocessing_config("@image_size", ANY_FORMAT)},
-        # an unreadable file is logged (file: cause) and skipped; the others are still processed
+        # an unreadable file is logged (position, file name: cause) and skipped; the others are still processed
         "dataset": {
             "_target_": "tinyusfm_monai.data.skipping_dataset.SkipUnreadableDataset",
             "data": "@datalist",
@@ -294,7 +294,11 @@ def inference_config(task: Task) -> dict[str, Any]:
         },
         # SimpleInferer without MetaTensor dispatch inside the network (much faster on CPU, same outputs)
         "inferer": {"_target_": "tinyusfm_monai.inferers.inferer.PlainTensorInferer"},
-        "postprocessing": {"_target_": "Compose", "transforms": recipe_for(task).infer_postprocessing(task)},
+        # a step that fails on one item (e.g. an image its writer cannot write) is logged and skipped per item
+        "postprocessing": {
+            "_target_": "tinyusfm_monai.transforms.utility.SkipOnErrorCompose",
+            "transforms": recipe_for(task).infer_postprocessing(task),
+        },
         "handlers": [
             {
                 "_target_": "tinyusfm_monai.handlers.weights.TrainedWeightsLoader",

@@ -139,14 +139,15 @@ Evaluate on the test split (metrics, figures and per-image CSV in `{b}/eval`):
 python -m monai.bundle run --config_file "['{b}/configs/train.json','{b}/configs/evaluate.json']" --dataset_dir DATA/{task.name}
 ```
 
-Infer on a folder of PNG/JPG/TIFF/NIfTI/DICOM images (results in `{b}/eval`, or `--output_dir`):
+Infer on a folder of PNG/JPG/TIFF/NIfTI/MHA/NRRD/DICOM images (results in `{b}/eval`, or `--output_dir`):
 
 ```bash
 python -m monai.bundle run --config_file {b}/configs/inference.json --dataset_dir IMAGES
 ```
 
-An unreadable, truncated or non-ultrasound file is logged (`skipped <file>: <cause>`) and the others are
-processed. On CPU, `--num_threads N` fixes the thread count (default: one per physical core idle at start-up,
+An unreadable, truncated, non-ultrasound or 3D file is logged (`skipped #<n> <file name>: <cause>`), as is
+a file whose result cannot be written (`skipped <file name>: postprocessing failed: <cause>`), and the others
+are processed; 16-bit images are scaled by their real range. On CPU, `--num_threads N` fixes the thread count (default: one per physical core idle at start-up,
 or `$TINYUSFM_NUM_THREADS`); set `OMP_WAIT_POLICY=PASSIVE` on machines busy with other software, and
 `--batch_size 4` for throughput. To run the network with ONNX Runtime (e.g. the INT8 model; speed in
 `benchmarks/RESULTS.md`), export once, then add the `inference_onnx.json` overlay:

@@ -63,7 +63,7 @@ def inference_datalist(task: str, dataset_dir: str | None) -> list[dict[str, Any
     if dataset_dir:
         path = Path(dataset_dir).expanduser()
         if path.is_dir() and not (path / DATALIST_NAME).is_file():
-            items = [{"image": str(p)} for p in formats.list_images(path)]
+            items = [{"image": str(p)} for p in _folder_images(path)]
             if not items:
                 raise FileNotFoundError(
                     f"{path}: no images found (looked for {', '.join(formats.ALL_SUFFIXES)} and DICOM by content)"
@@ -72,3 +72,21 @@ def inference_datalist(task: str, dataset_dir: str | None) -> list[dict[str, Any
         if path.is_file() and path.suffix != ".json":
             return [{"image": str(path)}]
     return [{"image": d["image"]} for d in task_datalist(task, dataset_dir, "test")]
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The images of a folder; everything left out is logged by file name with the reason (never silently:
+    a `.raw` next to its `.mhd`, a FIFO, a symlink loop or a text file is named, then the rest is read)."""
+    images = []
+    for entry in formats.iter_entries(folder):
+        if entry.problem:
+            logger.warning("left out %s: %s", entry.path.name, entry.problem)
+        elif formats.detect_format(entry.path) is None:
+            logger.warning(
+                "left out %s: not an image format read here (%s, or DICOM by content)",
+                entry.path.name,
+                ", ".join(formats.ALL_SUFFIXES),
+            )
+        else:
+            images.append(entry.path)
+    return images

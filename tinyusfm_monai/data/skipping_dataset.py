@@ -4,6 +4,10 @@ A map-style Dataset cannot drop an item: the collated batch would be empty or th
 MONAI's error ("applying transform LoadImaged") does not say which file. This iterable dataset applies the
 transform per item, logs `<file>: <cause>` for each item that fails and goes on; it has no length, so
 the MONAI evaluator learns the epoch length when the data ends (standard ignite behaviour).
+
+Privacy: folders are often named after patients, so files are named in the log by their position in the
+datalist and their file name (`skipped #3 IMG0001.dcm: ...`), never by their path; the error text, which
+readers fill with the full path, gets the same replacement (`utils.names`).
 """
 
 from __future__ import annotations
@@ -16,22 +20,11 @@ from monai.data import IterableDataset
 from monai.transforms import apply_transform
 from torch.utils.data import get_worker_info
 
+from tinyusfm_monai.utils.names import display_name, root_cause, scrub
+
+__all__ = ["SkipUnreadableDataset", "display_name", "root_cause", "scrub"]
+
 logger = logging.getLogger(__name__)
-
-
-def root_cause(error: BaseException) -> str:
-    """The reader's own message ("OSError: image file is truncated"), not MONAI's wrappers around it."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None:
-        chain.append(current)
-        current = current.__cause__
-    for err in chain:
-        text = str(err).strip()
-        if text.startswith("applying transform"):
-            continue
-        return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-    return type(error).__name__
 
 
 class SkipUnreadableDataset(IterableDataset):
@@ -59,7 +52,7 @@ class SkipUnreadableDataset(IterableDataset):
             except Exception as error:  # noqa: BLE001 - any unreadable input is reported and skipped
                 failed += 1
                 name = item.get(self.key, item) if isinstance(item, dict) else item
-                logger.error("skipped %s: %s", name, root_cause(error))
+                logger.error("skipped #%d %s: %s", i + 1, display_name(name), scrub(root_cause(error), name))
                 continue
             loaded += 1
             yield out

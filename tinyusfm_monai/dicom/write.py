@@ -24,19 +24,28 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw
+from pydicom import valuerep
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from tinyusfm_monai.dicom.concepts import class_concept, segment_concept
 from tinyusfm_monai.dicom.contours import outer_polygons
-from tinyusfm_monai.io.dicom import UltrasoundImage
+from tinyusfm_monai.io.dicom import (
+    US_IMAGE_STORAGE,
+    US_IMAGE_STORAGE_RETIRED,
+    US_MULTIFRAME_IMAGE_STORAGE,
+    US_MULTIFRAME_IMAGE_STORAGE_RETIRED,
+    UltrasoundImage,
+)
 
 if TYPE_CHECKING:
     from tinyusfm_monai.bundle.predictor import Predictor
@@ -49,14 +58,50 @@ PREDICTED_CLASS = codes.SCT.Classification
 RESULT_COLOURS = ((0, 0, 0), (255, 64, 64), (64, 200, 255), (255, 220, 0), (120, 255, 120), (255, 128, 255))
 
 
-def _quiet(func):
-    """highdicom's person-name check warns with the Patient's Name in the message: keep it out of logs."""
+#: retired ultrasound SOP classes -> their current equivalents. highdicom's IOD tables only know the current
+#: ones (KeyError on the retired UID), so an output is built against the current class and every reference
+#: is then set back to the class the source really has.
+RETIRED_SOP_CLASSES = {
+    US_IMAGE_STORAGE_RETIRED: US_IMAGE_STORAGE,
+    US_MULTIFRAME_IMAGE_STORAGE_RETIRED: US_MULTIFRAME_IMAGE_STORAGE,
+}
+
+
+@contextmanager
+def _known_sop_class(source: Dataset) -> Iterator[tuple[str, str] | None]:
+    original = str(source.get("SOPClassUID", ""))
+    current = RETIRED_SOP_CLASSES.get(original)
+    if current is None:
+        yield None
+        return
+    source.SOPClassUID = current
+    try:
+        yield current, original
+    finally:
+        source.SOPClassUID = original
+
+
+def _restore_references(out: Dataset, current: str, original: str) -> None:
+    for element in out.iterall():
+        if element.keyword == "ReferencedSOPClassUID" and str(element.value) == current:
+            element.value = original
+
+
+def _writer(func):
+    """Around every writer: highdicom's person-name check warns with the Patient's Name in the message (kept
+    out of logs); missing Type 2 attributes are completed (`complete_type2`); retired SOP classes are handled
+    (`RETIRED_SOP_CLASSES`)."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(image: UltrasoundImage, *args, **kwargs):
+        complete_type2(image.dataset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return func(*args, **kwargs)
+            with _known_sop_class(image.dataset) as swapped:
+                out = func(image, *args, **kwargs)
+        if swapped is not None:
+            _restore_references(out, *swapped)
+        return out
 
     return wrapper
 
@@ -109,7 +154,7 @@ def _observation_context(predictor: Predictor) -> hd.sr.ObservationContext:
 
 
 def _source_group(image: UltrasoundImage, frame_number: int) -> hd.sr.SourceImageForMeasurementGroup:
-    frames = [frame_number] if image.number_of_frames > 1 else None
+    frames = [frame_number] if image.is_multiframe else None
     return hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset, referenced_frame_numbers=frames)
 
 
@@ -174,15 +219,51 @@ def segment_descriptions(predictor: Predictor) -> list[hd.seg.SegmentDescription
     return out
 
 
-@_quiet
+#: Type 2 attributes of the Patient and General Study modules that every output copies from its source; some
+#: vendor files (e.g. pydicom's color-pl.dcm) omit them, and highdicom then fails on the missing attribute
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def complete_type2(source: Dataset) -> None:
+    """Add the Type 2 attributes the source omits, empty (Type 2 means 'present, may be empty'), to the source
+    header in memory (the file is never changed), so the outputs carry them as the standard requires. A date or
+    time that is not in DICOM format (e.g. ACR-NEMA '11:20:00') is emptied as well: highdicom refuses it, and an
+    output must not carry a value no reader can parse."""
+    for keyword in TYPE2_COPIED:
+        if keyword not in source:
+            setattr(source, keyword, None)
+            continue
+        parser = {"DA": valuerep.DA, "TM": valuerep.TM}.get(source[keyword].VR)
+        value = source[keyword].value
+        if parser is not None and value not in (None, ""):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    parser(value)
+            except (ValueError, TypeError, UserWarning):
+                setattr(source, keyword, None)
+
+
+@_writer
 def segmentation_seg(
     image: UltrasoundImage, label_map: np.ndarray, predictor: Predictor, seg_type: str = "binary"
 ) -> hd.seg.Segmentation:
     """DICOM SEG of a single-frame source; `label_map` is full-frame (Rows, Columns) uint8, 0 = background."""
-    if image.number_of_frames != 1:
-        raise ValueError("SEG needs a single-frame source; use segmentation_sr for cine")
+    if image.is_multiframe:
+        raise ValueError("SEG needs a single-frame source (SOP class); use segmentation_sr for cine")
     if label_map.shape != (image.rows, image.columns):
         raise ValueError(f"label map {label_map.shape} is not in the source grid ({image.rows}, {image.columns})")
+    complete_type2(image.dataset)
     ids = output_ids(image.dataset, predictor, "SEG")
     seg = hd.seg.Segmentation(
         source_images=[image.dataset],
@@ -218,26 +299,66 @@ def _fill_type2c(out: Dataset, source: Dataset, laterality: bool = False) -> Non
         out.Laterality = source.get("Laterality") or source.get("ImageLaterality") or None
 
 
-@_quiet
+@dataclass
+class FrameRegions:
+    """What the cine SR keeps of one frame's label map: per foreground label whether it is present and its
+    largest regions as closed polygons in source-frame coordinates (with their pixel counts).
+
+    Why not the label map itself: a 900-frame cine of 2 Mpx frames would hold 1.8 GB of label maps until the
+    SR is written; this is a few kB per frame, computed as each frame is predicted."""
+
+    frame_number: int
+    present: list[bool]
+    polygons: list[list[tuple[np.ndarray, int]]]
+
+
+def frame_regions(
+    label_map: np.ndarray, num_labels: int, frame_number: int, offset: tuple[int, int] = (0, 0)
+) -> FrameRegions:
+    """The regions of a label map (0 = background); `offset` (x, y) moves crop coordinates to the source frame."""
+    present, polygons = [], []
+    shift = np.asarray(offset, dtype=np.float32)
+    for value in range(1, num_labels):
+        mask = label_map == value
+        present.append(bool(mask.any()))
+        found = sorted(outer_polygons(mask), key=lambda item: -item[1])[:MAX_REGIONS_PER_LABEL] if mask.any() else []
+        polygons.append([(polygon + shift, pixels) for polygon, pixels in found])
+    return FrameRegions(frame_number, present, polygons)
+
+
+@_writer
 def segmentation_sr(
     image: UltrasoundImage, label_maps: list[np.ndarray], predictor: Predictor
 ) -> hd.sr.ComprehensiveSR:
-    """Cine fallback: TID 1500 with per-frame presence of each label and one planar ROI polygon per region."""
+    """Cine fallback: TID 1500 with per-frame presence of each label and one planar ROI polygon per region;
+    `label_maps` are full-frame maps of the selected frames."""
+    n = len(predictor.task.labels)
+    regions = [frame_regions(m, n, f) for f, m in zip(image.frame_numbers, label_maps)]
+    return segmentation_sr_from_regions(image, regions, predictor)
+
+
+@_writer
+def segmentation_sr_from_regions(
+    image: UltrasoundImage, frames: list[FrameRegions], predictor: Predictor
+) -> hd.sr.ComprehensiveSR:
+    """The cine SR from per-frame regions (`frame_regions`), so the label maps need not be kept."""
+    complete_type2(image.dataset)
     labels = predictor.task.labels
     algorithm = _sr_algorithm(predictor)
     source = image.dataset
     groups: list = []
-    for frame_number, label_map in zip(image.frame_numbers, label_maps):
+    for regions in frames:
+        frame_number = regions.frame_number
         presence = []
         rois = []
         for value, label in enumerate(labels[1:], start=1):
             category, prop_type = segment_concept(label)
-            mask = label_map == value
             presence.append(
-                hd.sr.QualitativeEvaluation(name=prop_type, value=codes.SCT.Present if mask.any() else codes.SCT.Absent)
+                hd.sr.QualitativeEvaluation(
+                    name=prop_type, value=codes.SCT.Present if regions.present[value - 1] else codes.SCT.Absent
+                )
             )
-            polygons = sorted(outer_polygons(mask), key=lambda item: -item[1])[:MAX_REGIONS_PER_LABEL]
-            for k, (polygon, pixels) in enumerate(polygons, start=1):
+            for k, (polygon, pixels) in enumerate(regions.polygons[value - 1], start=1):
                 measurements = []
                 if image.spacing is not None:
                     area = pixels * image.spacing.x_mm * image.spacing.y_mm
@@ -250,7 +371,7 @@ def segmentation_sr(
                     source_image=hd.sr.SourceImageForRegion(
                         referenced_sop_class_uid=source.SOPClassUID,
                         referenced_sop_instance_uid=source.SOPInstanceUID,
-                        referenced_frame_numbers=[frame_number] if image.number_of_frames > 1 else None,
+                        referenced_frame_numbers=[frame_number] if image.is_multiframe else None,
                     ),
                 )
                 rois.append(
@@ -279,18 +400,19 @@ def segmentation_sr(
 # classification
 
 
-@_quiet
+@_writer
 def classification_sr(
     image: UltrasoundImage, probabilities: list[np.ndarray], predictor: Predictor
 ) -> hd.sr.ComprehensiveSR:
     """TID 1500: per processed frame the predicted class with its probability, and every class probability."""
+    complete_type2(image.dataset)
     labels = predictor.task.labels
     algorithm = _sr_algorithm(predictor)
     source = image.dataset
     groups: list = []
     for frame_number, probs in zip(image.frame_numbers, probabilities):
         best = int(np.argmax(probs))
-        prefix = f"frame {frame_number} " if image.number_of_frames > 1 else ""
+        prefix = f"frame {frame_number} " if image.is_multiframe else ""
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=_tracking(source, predictor, f"{prefix}prediction"),
@@ -327,9 +449,12 @@ def classification_sr(
 # secondary capture overlay
 
 
-def draw_overlay(image: UltrasoundImage, index: int, result: np.ndarray, predictor: Predictor) -> np.ndarray:
-    """Full frame with the crop box, the label map (tinted, full-frame) or the predicted class drawn on it."""
-    rgb = image.frames[index].astype(np.float32)
+def draw_overlay(
+    image: UltrasoundImage, index: int, result: np.ndarray, predictor: Predictor, frame: np.ndarray | None = None
+) -> np.ndarray:
+    """Full frame with the crop box, the label map (tinted, full-frame) or the predicted class drawn on it.
+    `frame` is the decoded frame when the caller has it (otherwise it is decoded again)."""
+    rgb = (image.frame(index) if frame is None else frame).astype(np.float32)
     if predictor.task.task_type == "segmentation":
         for value in range(1, len(predictor.task.labels)):
             mask = result == value
@@ -350,16 +475,19 @@ def draw_overlay(image: UltrasoundImage, index: int, result: np.ndarray, predict
     return np.asarray(canvas)
 
 
-@_quiet
-def overlay_sc(image: UltrasoundImage, index: int, result: np.ndarray, predictor: Predictor) -> hd.sc.SCImage:
+@_writer
+def overlay_sc(
+    image: UltrasoundImage, index: int, result: np.ndarray, predictor: Predictor, frame: np.ndarray | None = None
+) -> hd.sc.SCImage:
     """Secondary Capture of one frame with the result burned in (BurnedInAnnotation YES)."""
+    complete_type2(image.dataset)
     source = image.dataset
     frame_number = image.frame_numbers[index]
     ids = output_ids(source, predictor, "SC", frame_number)
     orientation = tuple(source.get("PatientOrientation") or ())
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
-        pixel_array=draw_overlay(image, index, result, predictor),
+        pixel_array=draw_overlay(image, index, result, predictor, frame),
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
@@ -380,7 +508,7 @@ def overlay_sc(image: UltrasoundImage, index: int, result: np.ndarray, predictor
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    if image.number_of_frames > 1:
+    if image.is_multiframe:
         ref.ReferencedFrameNumber = frame_number
     sc.SourceImageSequence = [ref]
     return sc

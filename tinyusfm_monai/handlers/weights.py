@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from tinyusfm_monai.networks import save_official
+from tinyusfm_monai.networks import read_state_dict, save_official
 from tinyusfm_monai.utils import is_rank_zero, unwrap
 
 logger = logging.getLogger(__name__)
@@ -47,9 +45,9 @@ class TrainedWeightsLoader:
                 f"{root}/large_files.yml: `python -m monai.bundle download_large_files --bundle_path {root}`), "
                 f"or copy a fine-tuned model.pt there."
             )
-        state = torch.load(self.load_path, map_location="cpu", weights_only=True)
-        if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-            state = state["model"]
+        # one reader for every checkpoint: never unpickles code, names the file and the cause of any failure
+        # (text file, truncated, NaN/inf weights) as a CheckpointError
+        state = read_state_dict(self.load_path)
         try:
             unwrap(self.network).load_state_dict(state, strict=True)
         except RuntimeError as e:

@@ -13,6 +13,12 @@ the crop box, the SOP/Study UIDs and the frame number, so any result can be mapp
 All readers return rows first (`reverse_indexing=False`), the layout of the whole pipeline and of the official
 TinyUSFM code: PIL images, DICOM frames and ITK images (NIfTI's first axis is x, so ITK's rows-first array is the
 image as viewers show it). Arrays are channel-last (`original_channel_dim` = -1).
+
+Intensities: the pipeline after the reader expects 0..255 (8-bit) values. A 16-bit PNG read as is would be
+clipped to white by that scale (68 % foreground instead of 12 % on the same image in 8 bits), so
+`to_8bit_range` rescales every other bit depth by its real range (see there). Palette, bilevel and other
+non-RGB PIL modes are converted to RGB as the official `PIL.convert("RGB")` does. Images smaller than
+`MIN_IMAGE_SIDE` and 3D volumes are refused with an error that names them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,20 @@ from monai.data import ImageReader, ITKReader, PILReader
 from monai.utils import ensure_tuple
 
 from . import formats
-from .dicom import DicomInputError, UltrasoundImage, check_ultrasound, parse_frame_policy, read_dataset, read_ultrasound
+from .dicom import (
+    MIN_IMAGE_SIDE,
+    DicomInputError,
+    UltrasoundImage,
+    check_ultrasound,
+    parse_frame_policy,
+    read_dataset,
+    read_ultrasound,
+)
+
+#: PIL modes converted to RGB on reading (palette indices or CMYK values are not intensities)
+_PIL_TO_RGB = ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La")
+#: PIL modes holding 16-bit samples
+_PIL_16_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 class UltrasoundDicomReader(ImageReader):
@@ -98,7 +117,8 @@ class UltrasoundDicomReader(ImageReader):
             "dicom_source_shape": [image.rows, image.columns],
             "dicom_frame_number": image.frame_numbers[0],  # 1-based, as in DICOM
             "dicom_number_of_frames": image.number_of_frames,
-            "dicom_sop_instance_uid": str(ds.SOPInstanceUID),
+            # no DICOM identity is needed to predict: a vendor file without a SOP Instance UID is still read
+            "dicom_sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
             "dicom_sop_class_uid": str(ds.SOPClassUID),
             "dicom_series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
             "dicom_study_instance_uid": str(ds.get("StudyInstanceUID", "")),
@@ -115,7 +135,7 @@ class UltrasoundImageReader(ImageReader):
         super().__init__()
         self.reverse_indexing = reverse_indexing
         self.dicom = UltrasoundDicomReader(reverse_indexing=reverse_indexing, **dicom_kwargs)
-        self.pil = PILReader(reverse_indexing=reverse_indexing)
+        self.pil = PILReader(reverse_indexing=reverse_indexing, converter=_pil_to_rgb)
         self._itk: ITKReader | None = None  # built on first use: importing ITK takes seconds
 
     def _itk_reader(self) -> ITKReader:
@@ -144,10 +164,80 @@ class UltrasoundImageReader(ImageReader):
     def get_data(self, img: tuple[ImageReader, Any]) -> tuple[Any, dict]:
         reader, loaded = img
         data, meta = reader.get_data(loaded)
+        if reader is not self.dicom:
+            if reader is not self.pil:
+                data, meta = _two_dimensional(data, meta)
+            data = to_8bit_range(data, meta.get("mode"))
+            _check_size(data, meta)
         for key in ("affine", "original_affine"):
             if key in meta:
                 meta[key] = _homogeneous_4x4(meta[key])
         return data, meta
+
+
+def _pil_to_rgb(image: Any) -> Any:
+    return image.convert("RGB") if image.mode in _PIL_TO_RGB else image
+
+
+def to_8bit_range(data: np.ndarray, mode: str | None = None) -> np.ndarray:
+    """Values in 0..255, as the 8-bit rendering of the same image, whatever the bit depth.
+
+    - uint8: unchanged; bool: 0 / 255.
+    - 16-bit PIL modes (16-bit PNG/TIFF) and other unsigned integers (ITK uint16/uint32): divided by the
+      type's range (65535 for 16 bits), the way viewers display them, so 16-bit = 257 x 8-bit gives the
+      8-bit image exactly. Data that fits in 0..255 in an ITK file of a wider unsigned type is kept as is
+      (8-bit data stored wide, common in MetaImage/NIfTI exports).
+    - signed integers and floats: kept when already within 0..255; floats within 0..1 are multiplied by 255;
+      anything else is stretched from its minimum to its maximum (no other range is known).
+    Returned as float32 unless unchanged.
+    """
+    array = np.asarray(data)
+    if array.dtype == np.uint8:
+        return data
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if mode in _PIL_16_BIT:
+        return (array.astype(np.float32) * np.float32(255.0 / 65535.0)).astype(np.float32)
+    if array.size == 0:
+        return array.astype(np.float32)
+    lo, hi = float(array.min()), float(array.max())
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        if hi <= 255:
+            return array.astype(np.float32)
+        top = float(np.iinfo(array.dtype).max)
+        return (array.astype(np.float32) * np.float32(255.0 / top)).astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating) and lo >= 0 and 0 < hi <= 1.0:
+        return array.astype(np.float32) * np.float32(255.0)
+    if lo >= 0 and hi <= 255:
+        return array.astype(np.float32)
+    if hi <= lo:
+        return np.zeros(array.shape, np.float32)
+    return ((array.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))).astype(np.float32)
+
+
+def _two_dimensional(data: np.ndarray, meta: dict) -> tuple[np.ndarray, dict]:
+    """An ITK image as 2D: a singleton third axis is dropped (2D NIfTI are often stored as W x H x 1); a real
+    volume is refused with its size, since the models take 2D images."""
+    channels = 0 if np.isnan(meta.get("original_channel_dim", np.nan)) else 1
+    spatial = data.ndim - channels
+    if spatial <= 2:
+        return data, meta
+    shape = tuple(data.shape[:spatial])
+    singleton = [axis for axis in range(spatial) if shape[axis] == 1]
+    if spatial == 3 and singleton:
+        data = np.squeeze(data, axis=singleton[0])
+        meta = dict(meta)
+        meta["spatial_shape"] = np.asarray([s for s in np.asarray(meta["spatial_shape"]) if s != 1][:2])
+        return data, meta
+    raise ValueError(f"{spatial}D image of {' x '.join(map(str, shape))} voxels: only 2D images are supported")
+
+
+def _check_size(data: np.ndarray, meta: dict) -> None:
+    rows_cols = [int(s) for s in np.asarray(meta.get("spatial_shape", data.shape[:2]))[:2]]
+    if min(rows_cols) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f"image of {' x '.join(map(str, rows_cols))} pixels, smaller than {MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE}"
+        )
 
 
 def _homogeneous_4x4(affine: Any) -> np.ndarray:

@@ -67,7 +67,12 @@ def _summarise(skipped: Mapping[str, str], limit: int = 4) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read tensors from a .pth/.pt/.ckpt or .safetensors file without unpickling any code."""
+    """Read tensors from a .pth/.pt/.ckpt or .safetensors file without unpickling any code.
+
+    Every failure is a `CheckpointError` naming the file and the cause: a missing file, a file that is not a
+    checkpoint at all (text, HTML from a failed download), one that needs code unpickling, a truncated one, and
+    one whose weights hold NaN or infinity (a diverged training run saves those without complaint, and a
+    network with them predicts one class everywhere)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -80,6 +85,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     else:
+        _check_torch_format(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -88,7 +94,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({reason})") from None
-    return _unwrap(obj, path)
+        except Exception as e:  # torch's legacy reader raises KeyError, ValueError, ... on foreign bytes
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    state = _unwrap(obj, path)
+    check_finite(state, path)
+    return state
+
+
+def _check_torch_format(path: Path) -> None:
+    """A PyTorch checkpoint is a zip archive (torch.save since 1.6) or a pickle (legacy, first byte 0x80);
+    anything else (a text file, an HTML error page saved as .pth) is named as such, before torch guesses."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return
+    kind = "empty" if not head else ("text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "unknown")
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint (a {kind} file, not a zip archive or a pickle)")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights containing NaN or infinity, naming the first tensor that does."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path}: tensor {bad[0]}{more} contains NaN or infinity (a diverged training run?)")
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -1,13 +1,19 @@
-"""Channel handling: every image the networks see has three channels, as the official RGB pipeline."""
+"""Channel handling (every image the networks see has three channels, as the official RGB pipeline) and the
+per-item fault tolerance of the inference postprocessing (`SkipOnErrorCompose`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
+from monai.transforms import Compose, MapTransform, Transform
+
+from tinyusfm_monai.utils.names import display_name, root_cause, scrub
+
+logger = logging.getLogger(__name__)
 
 
 class EnsureRGB(Transform):
@@ -45,3 +51,44 @@ class EnsureRGBd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.converter(d[key])
         return d
+
+
+def _item_file(data: Any, key: str) -> str:
+    item = data.get(key) if isinstance(data, Mapping) else None
+    meta = getattr(item, "meta", None) or {}
+    name = meta.get("filename_or_obj", "") if isinstance(meta, Mapping) else ""
+    return str(name[0] if isinstance(name, (list, tuple)) and name else name)
+
+
+class SkipOnErrorCompose(Compose):
+    """`Compose` that, when a step fails on one item, logs the item's file and the cause and passes the item on
+    unchanged (nothing is written for it), so the run goes on with the others.
+
+    Why: MONAI's evaluator runs the postprocessing per item inside an ignite event handler, and an exception
+    there ends the whole run: one 1 x 1 image that `SaveImaged`'s writer cannot write, or one full disk folder,
+    aborted inference over a folder of thousands. Preprocessing has the same protection per item in
+    `SkipUnreadableDataset`. The file is named by its file name only (folders may carry patient names).
+
+    Args:
+        transforms: as `monai.transforms.Compose`.
+        stage: named in the log line ("postprocessing").
+        name_key: key of the image whose MetaTensor names the file (`filename_or_obj`).
+        kwargs: the other arguments of `monai.transforms.Compose`.
+    """
+
+    def __init__(
+        self, transforms: Any = None, stage: str = "postprocessing", name_key: str = "image", **kwargs: Any
+    ) -> None:
+        super().__init__(transforms, **kwargs)
+        self.stage = stage
+        self.name_key = name_key
+        self.skipped = 0
+
+    def __call__(self, input_: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(input_, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - one bad item is reported and skipped, the run goes on
+            self.skipped += 1
+            name = _item_file(input_, self.name_key)
+            logger.error("skipped %s: %s failed: %s", display_name(name), self.stage, scrub(root_cause(error), name))
+            return input_
