@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -140,11 +139,9 @@ def measure(
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    from tinyusfm_monai.utils import peak_rss_mib
+
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
     rate = batch * steps / dt
     out = {"mode": mode, "batch": batch, "images_per_s": rate, "ms_per_step": 1000 * dt / steps, "peak_mib": peak}
     out.update(device=str(device), amp=amp_dtype if amp else "off", compile=compile_, threads=torch.get_num_threads())

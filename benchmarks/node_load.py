@@ -43,11 +43,12 @@ from node_load_harness import run_load  # noqa: E402
 
 ONE_INPUT = textwrap.dedent(
     """
-    import json, resource, sys, warnings
+    import json, sys, warnings
     sys.path.insert(0, {tests!r})
     warnings.simplefilter("ignore")
     from dicom_fixtures import ThresholdSegmenter
     from tinyusfm_monai.dicom.process import process_file
+    from tinyusfm_monai.utils import peak_rss_mib
     from tinyusfm_monai.io.dicom import DicomInputError
     bundle = {bundle!r}
     if bundle:
@@ -55,14 +56,14 @@ ONE_INPUT = textwrap.dedent(
         predictor = load_predictor(bundle, device="cpu")
     else:
         predictor = ThresholdSegmenter("busi_segmentation")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mib()
     try:
         result = process_file(predictor, {path!r}, {out!r}, "all")
         outcome = f"processed ({{len(result.frame_numbers)}} frame(s))"
     except DicomInputError as exc:
         outcome = f"refused: {{exc.reason}}"
     print(json.dumps({{"outcome": outcome, "base_mb": base,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "peak_mb": peak_rss_mib()}}))
     """
 )
 

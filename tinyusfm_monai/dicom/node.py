@@ -39,7 +39,6 @@ import logging
 import os
 import queue
 import re
-import resource
 import shutil
 import signal
 import ssl
@@ -74,7 +73,7 @@ from tinyusfm_monai.io.dicom import (
     is_valid_uid,
     read_dataset,
 )
-from tinyusfm_monai.utils import TEMP_PREFIX, atomic_write, remove_stale_temporaries
+from tinyusfm_monai.utils import TEMP_PREFIX, atomic_write, peak_rss_mib, remove_stale_temporaries
 
 log = logging.getLogger("tinyusfm_monai.dicom.node")
 
@@ -431,7 +430,7 @@ class UltrasoundNode:
             "counts": counts,
             "destination": destination,
             "last_error": last_error,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+            "peak_rss_mb": round(peak_rss_mib(), 1),
         }
 
     def write_status(self, state: str = "running") -> None:
