@@ -336,6 +336,23 @@ def inference_onnx_config(task: Task) -> dict[str, Any]:
     }
 
 
+def inference_openvino_config(task: Task) -> dict[str, Any]:
+    """Merged over inference.json: the same pipeline, with the network run by OpenVINO (PyTorch without it)."""
+    return {
+        # written by `tinyusfm-monai export --format openvino`; models/model_int8.xml for the INT8 model. Used when
+        # it matches models/model.pt, else the loaded network is converted in memory.
+        "openvino_file": "$@bundle_root + '/models/model.xml'",
+        # "f32" or "bf16", always explicit: OpenVINO's own default on CPUs with AVX-512 BF16 is bf16
+        "openvino_precision": "f32",
+        "inferer": {
+            "_target_": "tinyusfm_monai.inferers.inferer.OpenVinoInferer",
+            "model_file": "@openvino_file",
+            "precision": "@openvino_precision",
+            "threads": "@configure_threads",  # the count inference.json chose at start-up
+        },
+    }
+
+
 def multi_gpu_config(task: Task) -> dict[str, Any]:
     """Merged over train.json for `torchrun`: DDP network, distributed samplers, rank-0 side effects."""
     return {

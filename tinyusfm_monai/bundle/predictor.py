@@ -3,8 +3,9 @@ benchmarks), and the contract (`Predictor`) the DICOM side is written against.
 
 `BundlePredictor` runs exactly the bundle's own `inference.json`: its `network_def` with the trained
 `models/model.pt`, its `preprocessing` (minus the file loader, since the pixels are already in memory), its
-`inferer` (so an overlay such as `inference_onnx.json` changes the runtime here too) and its `postprocessing`
-minus the steps that write files (`SaveImaged`, `SaveProbabilitiesd`), the filter MONAI Label applies as well.
+`inferer` (so an overlay such as `inference_openvino.json`, chosen by `backend`, changes the runtime here too)
+and its `postprocessing` minus the steps that write files (`SaveImaged`, `SaveProbabilitiesd`), the filter
+MONAI Label applies as well.
 Nothing of the config's pipeline is re-implemented here.
 """
 
@@ -52,6 +53,31 @@ class Predictor(Protocol):
     def predict(self, image: np.ndarray) -> np.ndarray: ...
 
 
+# The one backend setting of every entry point (predictor, DICOM batch and node, MONAI Label app, benchmarks):
+# a name -> the bundle overlay merged over inference.json and the config values it sets. "pytorch" is
+# inference.json alone. The OpenVINO overlay runs PyTorch (with one log line) where OpenVINO is not installed.
+BACKENDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "pytorch": ((), {}),
+    "onnx": (("inference_onnx.json",), {}),
+    "onnx-int8": (("inference_onnx.json",), {"onnx_file": "$@bundle_root + '/models/model_int8.onnx'"}),
+    "openvino": (("inference_openvino.json",), {"openvino_precision": "f32"}),
+    "openvino-bf16": (("inference_openvino.json",), {"openvino_precision": "bf16"}),
+    "openvino-int8": (
+        ("inference_openvino.json",),
+        {"openvino_file": "$@bundle_root + '/models/model_int8.xml'", "openvino_precision": "f32"},
+    ),
+}
+DEFAULT_BACKEND = "pytorch"
+
+
+def backend_configs(backend: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(overlay files, config overrides) of a backend name (see `BACKENDS`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    overlays, overrides = BACKENDS[backend]
+    return overlays, dict(overrides)
+
+
 def config_files(bundle_dir: Path, overlays: Sequence[str] = ()) -> list[str]:
     """`configs/inference.json` and the named overlays (e.g. "inference_onnx.json"), checked to exist."""
     files = [bundle_dir / "configs" / name for name in ("inference.json", *overlays)]
@@ -70,6 +96,8 @@ class BundlePredictor:
         weights: trained weights (default: `<bundle>/models/model.pt`).
         overrides: config values, as `--key value` on the command line (e.g. {"image_size": 64}).
         overlays: extra config files of the bundle merged over inference.json (e.g. ["inference_onnx.json"]).
+        backend: "pytorch", "onnx", "onnx-int8", "openvino", "openvino-bf16" or "openvino-int8" (`BACKENDS`): the
+            matching overlay and its settings, merged before `overlays` and `overrides`.
     """
 
     def __init__(
@@ -79,15 +107,18 @@ class BundlePredictor:
         weights: str | Path | None = None,
         overrides: dict[str, Any] | None = None,
         overlays: Sequence[str] = (),
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
-        files = config_files(self.bundle_dir, overlays)
+        backend_overlays, backend_overrides = backend_configs(backend)
+        overrides = {**backend_overrides, **(overrides or {})}
+        files = config_files(self.bundle_dir, [*backend_overlays, *overlays])
         meta_file = self.bundle_dir / "configs" / "metadata.json"
         self.metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         parser = ConfigParser()
         parser.read_config(files)
         parser["bundle_root"] = str(self.bundle_dir)
-        for key, value in (overrides or {}).items():
+        for key, value in overrides.items():
             parser[key] = value
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
@@ -101,6 +132,7 @@ class BundlePredictor:
         ).load()
         pre = parser.get_parsed_content("preprocessing")
         self.preprocessing = Compose([t for t in pre.transforms if not isinstance(t, LoadImaged)])
+        self.backend = backend
         self.inferer = parser.get_parsed_content("inferer")
         post = parser.get_parsed_content("postprocessing")
         self.postprocessing = Compose([t for t in post.transforms if not isinstance(t, FILE_WRITERS)])
@@ -130,9 +162,9 @@ def _as_loaded(image: np.ndarray) -> MetaTensor:
     return MetaTensor(np.ascontiguousarray(image.astype(np.float32)), meta=meta)
 
 
-def load_predictor(bundle_dir: str | Path, **kwargs: Any) -> BundlePredictor:
-    """The predictor of a task bundle (keyword arguments as `BundlePredictor`)."""
-    return BundlePredictor(bundle_dir, **kwargs)
+def load_predictor(bundle_dir: str | Path, backend: str = DEFAULT_BACKEND, **kwargs: Any) -> BundlePredictor:
+    """The predictor of a task bundle on `backend` (keyword arguments as `BundlePredictor`)."""
+    return BundlePredictor(bundle_dir, backend=backend, **kwargs)
 
 
 def checked_prediction(predictor: Predictor, image: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ job) and uses the rest. `TINYUSFM_NUM_THREADS` or an explicit count overrides th
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -80,13 +81,23 @@ def busy_cpus(sample_s: float = 0.25) -> float:
 
 
 def inference_threads(threads: int | None = None) -> int:
-    """Threads for inference: `threads`, else $TINYUSFM_NUM_THREADS, else physical cores not busy now (>= 1)."""
+    """Threads for inference: `threads`, else $TINYUSFM_NUM_THREADS, else physical cores not busy now (>= 1).
+
+    The automatic choice is made once per process (the CPU is sampled for 0.25 s) and reused: a second runtime
+    in the same process (ONNX Runtime, OpenVINO) or a server that builds its inferer per request (MONAI Label)
+    gets the same count without sampling again.
+    """
     env = os.environ.get("TINYUSFM_NUM_THREADS", "").strip()
     if not threads and env and not env.isdigit():
         raise ValueError(f"TINYUSFM_NUM_THREADS={env!r}: expected a whole number of threads (0 = automatic)")
     requested = threads or int(env or 0)
     if requested > 0:
         return requested
+    return _automatic_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def _automatic_threads() -> int:
     cores = physical_cores()
     busy_logical = busy_cpus()
     # busy logical CPUs -> busy physical cores (hyper-threads: two logical CPUs per core)

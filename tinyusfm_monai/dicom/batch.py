@@ -17,7 +17,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
+from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output, redact
 from tinyusfm_monai.dicom.process import process_file
 from tinyusfm_monai.io.dicom import DicomInputError, read_dataset
@@ -159,15 +159,17 @@ def infer(
     secondary_capture: bool = False,
     seg_type: str = "binary",
     predictor: Predictor | None = None,
+    backend: str = DEFAULT_BACKEND,
 ) -> str:
     """Run bundle `bundle` on every ultrasound instance under `input`; results and report.{csv,json} in `output`.
 
     frames: all | middle | first | every:N (multi-frame policy). secondary_capture: also write an overlay
     Secondary Capture per processed frame. seg_type: binary (default, widest PACS support) | labelmap.
+    backend: pytorch | onnx | onnx-int8 | openvino | openvino-bf16 | openvino-int8 (the bundle's overlays).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = predictor if predictor is not None else load_predictor(bundle)
+    model = predictor if predictor is not None else load_predictor(bundle, backend=backend)
     rows = run_batch(model, input, output, frames, secondary_capture, seg_type)
     processed = sum(r.status == "processed" for r in rows)
     return f"{processed}/{len(rows)} input(s) processed; report: {Path(output) / 'report.csv'}"

@@ -34,7 +34,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 
-from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
+from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import ULTRASOUND_SOP_CLASSES, DicomInputError
@@ -303,15 +303,17 @@ def serve(
     keep_done: bool = False,
     predictor: Predictor | None = None,
     block: bool = True,
+    backend: str = DEFAULT_BACKEND,
 ) -> UltrasoundNode | None:
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
     dest: AE_TITLE@host:port of the node that receives the results (PACS); none -> results stay in `output`.
     spool: where received instances wait; survives restarts. frames: all | middle | first | every:N.
+    backend: pytorch | onnx | onnx-int8 | openvino | openvino-bf16 | openvino-int8 (the bundle's overlays).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = predictor if predictor is not None else load_predictor(bundle)
+    model = predictor if predictor is not None else load_predictor(bundle, backend=backend)
     node = UltrasoundNode(
         model,
         ae_title=ae_title,
