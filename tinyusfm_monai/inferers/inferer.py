@@ -79,11 +79,13 @@ class OnnxInferer(Inferer):
         return with_input_meta(torch.from_numpy(run_onnx(self.session, plain)).to(plain.device), inputs)
 
 
-# Per process: a network's weight fingerprint (recomputed only when its tensors change) and the compiled models.
+# Per process: a network's weight fingerprint (recomputed only when its tensors change), the OpenVINO model for
+# those weights (read or converted once) and the compiled models (one per batch shape).
 # MONAI Label builds a new inferer for every request, so neither may live on the inferer instance.
 _FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, str]] = weakref.WeakKeyDictionary()
+_MODELS: OrderedDict[tuple[Any, ...], tuple[Any, str]] = OrderedDict()
 _COMPILED: OrderedDict[tuple[Any, ...], tuple[Any, str, threading.Lock]] = OrderedDict()
-_COMPILED_MAX = 4
+_CACHE_SIZE = 4
 _COMPILE_LOCK = threading.Lock()
 
 
@@ -114,8 +116,8 @@ class OpenVinoInferer(Inferer):
       memory on the first batch (seconds, logged; fp32 weights), and again whenever its weights change;
     - without OpenVINO installed, the PyTorch network itself, with one log line saying so.
 
-    Compiled models are cached per process (keyed by weights, input size, file, precision and threads), so a
-    caller that builds a new inferer per request (MONAI Label) compiles once.
+    Compiled models are cached per process (keyed by weights, input shape, file, precision and threads), so a
+    caller that builds a new inferer per request (MONAI Label) compiles once; each batch shape is compiled static.
 
     Args:
         model_file: the IR (.xml) to use when it matches the weights.
@@ -138,15 +140,13 @@ class OpenVinoInferer(Inferer):
         if self.backend == "pytorch":
             logger.warning("OpenVINO is not installed (%s): running the PyTorch network instead", INSTALL_HINT)
 
-    def _compile(self, network: Any, spatial: tuple[int, ...]) -> tuple[Any, str, threading.Lock]:
-        """Compile the IR if it matches the network's weights and the input size, else convert the network."""
+    def _model(self, network: Any, fingerprint: str, spatial: tuple[int, ...]) -> tuple[Any, str]:
+        """The IR if it matches the network's weights and the input size, else the network converted in memory."""
         from tinyusfm_monai.deploy import openvino as ovd
 
-        fingerprint = _fingerprint(network) if isinstance(network, torch.nn.Module) else ""
-        key = (fingerprint, spatial, str(self.model_file), self.precision, self.threads)
-        if key in _COMPILED:
-            _COMPILED.move_to_end(key)
-            return _COMPILED[key]
+        key = (fingerprint, spatial, str(self.model_file))
+        if key in _MODELS:
+            return _MODELS[key]
         reason, model = "", None
         if not self.model_file.is_file():
             reason = f"{self.model_file} does not exist"
@@ -167,11 +167,32 @@ class OpenVinoInferer(Inferer):
                 reason,
             )
             model = ovd.convert_network(network, int(spatial[0]))
-        source = "in-memory conversion of the network" if reason else str(self.model_file)
-        request = ovd.compile_openvino(model, self.precision, self.threads).create_infer_request()
-        logger.info("OpenVINO %s: %s, precision %s, %d threads", ovd.version(), source, self.precision, self.threads)
+        _MODELS[key] = (model, "in-memory conversion of the network" if reason else str(self.model_file))
+        while len(_MODELS) > _CACHE_SIZE:
+            _MODELS.popitem(last=False)
+        return _MODELS[key]
+
+    def _compile(self, network: Any, shape: tuple[int, ...]) -> tuple[Any, str, threading.Lock]:
+        """The compiled model for this batch shape (static: faster than the IR's dynamic batch axis)."""
+        from tinyusfm_monai.deploy import openvino as ovd
+
+        fingerprint = _fingerprint(network) if isinstance(network, torch.nn.Module) else ""
+        key = (fingerprint, shape, str(self.model_file), self.precision, self.threads)
+        if key in _COMPILED:
+            _COMPILED.move_to_end(key)
+            return _COMPILED[key]
+        model, source = self._model(network, fingerprint, shape[2:])
+        request = ovd.compile_openvino(model, self.precision, self.threads, batch=shape[0]).create_infer_request()
+        logger.info(
+            "OpenVINO %s: %s, precision %s, %d threads, batch %d",
+            ovd.version(),
+            source,
+            self.precision,
+            self.threads,
+            shape[0],
+        )
         _COMPILED[key] = (request, source, threading.Lock())  # one InferRequest: one call at a time
-        while len(_COMPILED) > _COMPILED_MAX:
+        while len(_COMPILED) > _CACHE_SIZE:
             _COMPILED.popitem(last=False)
         return _COMPILED[key]
 
@@ -182,7 +203,7 @@ class OpenVinoInferer(Inferer):
         from tinyusfm_monai.deploy.openvino import run_openvino
 
         with _COMPILE_LOCK:
-            request, self.source, lock = self._compile(network, tuple(int(v) for v in plain.shape[2:]))
+            request, self.source, lock = self._compile(network, tuple(int(v) for v in plain.shape))
         with lock:
             logits = run_openvino(request, plain)
         return with_input_meta(torch.from_numpy(logits).to(plain.device), inputs)
