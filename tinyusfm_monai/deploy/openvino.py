@@ -17,8 +17,10 @@ tell an IR that no longer matches `models/model.pt` (e.g. after MONAI Label retr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -101,7 +103,6 @@ def convert_network(network: nn.Module, image_size: int, in_chans: int = 3, rout
     Multiply and a Transpose per block (TinyUSFM: 49 vs 25 Transposes). route "onnx": through the ONNX export
     (in memory), for comparison in benchmarks/profile_layers.py.
     """
-    import io
     import warnings
 
     ov = require_openvino()
@@ -215,14 +216,16 @@ def quantize_int8(model: Any, calibration: Iterable[np.ndarray], subset_size: in
         raise ValueError("INT8 calibration needs at least one image")
     quiet = logging.getLogger("nncf")
     level = quiet.level
-    quiet.setLevel(logging.WARNING)  # NNCF logs its progress bars and statistics at INFO
+    quiet.setLevel(logging.WARNING)  # NNCF logs its statistics at INFO
     try:
-        return nncf.quantize(
-            model,
-            nncf.Dataset(data),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=min(subset_size, len(data)),
-        )
+        # its progress bars (rich) go to stdout whatever the log level; the export prints its own summary
+        with contextlib.redirect_stdout(io.StringIO()):
+            return nncf.quantize(
+                model,
+                nncf.Dataset(data),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=min(subset_size, len(data)),
+            )
     finally:
         quiet.setLevel(level)
 
