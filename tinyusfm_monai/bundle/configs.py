@@ -18,6 +18,7 @@ from tinyusfm_monai.transforms.pipelines import (
     normalise_config,
     preprocessing_config,
     resize_config,
+    rgb_unit_config,
 )
 
 from .recipes import recipe_for
@@ -117,7 +118,8 @@ def _train_section(task: Task) -> dict[str, Any]:
     recipe = recipe_for(task)
     return {
         "deterministic_transforms": load_config(recipe.keys)
-        + [resize_config("@image_size", with_label=len(recipe.keys) > 1)],
+        + [resize_config("@image_size", with_label=len(recipe.keys) > 1)]
+        + rgb_unit_config(),
         "random_transforms": recipe.augmentations(task),
         "final_transforms": normalise_config(),
         "preprocessing": {
