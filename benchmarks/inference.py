@@ -14,7 +14,8 @@ One command, all tables, every number from this run (ratios are taken within the
    compiles then), per image after it, the model's share inside the bundle, and per image / the model's own
    latency from table 1 (the issue's "at most 1.5x" figure).
 4. Pipeline variants of the same runs: sequential (the default), a DataLoader worker process, a prefetch thread
-   (`monai.data.ThreadDataLoader`), to show which overlap of decoding/resizing with the model helps on this CPU.
+   (`monai.data.ThreadDataLoader`), each also with the model on one thread (the other core decodes), to show which
+   overlap of decoding/resizing with the model helps on this CPU.
 5. Start-up components: `import torch`, `import monai`, `import openvino`, `import onnxruntime` in fresh
    interpreters (medians).
 
@@ -65,6 +66,9 @@ PIPELINES = {
     "sequential": {},
     "worker process": {"num_workers": 1},
     "prefetch thread": {"dataloader#_target_": "ThreadDataLoader"},
+    # the model on one core, decoding/resizing on the other
+    "worker process, model 1 thread": {"num_workers": 1, "num_threads": 1},
+    "prefetch thread, model 1 thread": {"dataloader#_target_": "ThreadDataLoader", "num_threads": 1},
 }
 PROFILES = {
     "quick": {"runs": 8, "warmup": 2, "budget": 4.0, "batches": (1, 4), "images": 20, "import_runs": 2},

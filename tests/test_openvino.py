@@ -208,19 +208,29 @@ def _tiny_bundle(tmp_path: Path, name: str = "busi_classification", ir: bool = F
     return bundle
 
 
-def test_predictor_backends_give_the_same_predictions(tmp_path):
-    from tinyusfm_monai.bundle.predictor import BACKENDS, backend_configs, load_predictor
+def test_backend_names_and_the_default():
+    from tinyusfm_monai.bundle.predictor import BACKENDS, DEFAULT_BACKEND, backend_configs, resolve_backend
 
     assert {"pytorch", "onnx", "openvino", "openvino-bf16", "openvino-int8"} <= set(BACKENDS)
-    with pytest.raises(ValueError, match="backend must be one of"):
+    with pytest.raises(ValueError, match="backend must be"):
         backend_configs("tensorrt")
+    assert DEFAULT_BACKEND == "auto"
+    assert resolve_backend("auto", "cpu") == "openvino" and resolve_backend("auto", "cuda:0") == "pytorch"
+    assert resolve_backend("onnx", "cuda") == "onnx"
+    assert backend_configs("openvino-bf16") == (("inference_openvino.json",), {"openvino_precision": "bf16"})
+
+
+def test_predictor_backends_give_the_same_predictions(tmp_path):
+    from tinyusfm_monai.bundle.predictor import load_predictor
+
     bundle = _tiny_bundle(tmp_path, ir=True)
     image = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
-    ref = load_predictor(bundle, overrides={"image_size": SIZE}).predict(image)
-    predictor = load_predictor(bundle, backend="openvino", overrides={"image_size": SIZE, "num_threads": 1})
+    ref = load_predictor(bundle, backend="pytorch", overrides={"image_size": SIZE}).predict(image)
+    predictor = load_predictor(bundle, device="cpu", overrides={"image_size": SIZE, "num_threads": 1})
+    assert predictor.backend == "openvino"  # the default on CPU
     assert type(predictor.inferer).__name__ == "OpenVinoInferer" and predictor.inferer.precision == "f32"
+    assert predictor.inferer.source == str(bundle / "models" / "model.xml")  # compiled at load (warm-up)
     np.testing.assert_allclose(predictor.predict(image), ref, atol=FP32_ATOL)
-    assert predictor.inferer.source == str(bundle / "models" / "model.xml")
     bf16 = load_predictor(bundle, backend="openvino-bf16", overrides={"image_size": SIZE, "num_threads": 1})
     assert bf16.inferer.precision == "bf16"
     assert np.abs(bf16.predict(image) - ref).max() < 0.05
@@ -231,11 +241,10 @@ def test_predictor_openvino_backend_without_openvino_is_pytorch(without_openvino
 
     bundle = _tiny_bundle(tmp_path)
     image = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
-    ref = load_predictor(bundle, overrides={"image_size": SIZE}).predict(image)
+    ref = load_predictor(bundle, backend="pytorch", overrides={"image_size": SIZE}).predict(image)
     with caplog.at_level(logging.WARNING):
-        out = load_predictor(bundle, backend="openvino", overrides={"image_size": SIZE, "num_threads": 1}).predict(
-            image
-        )
+        predictor = load_predictor(bundle, device="cpu", overrides={"image_size": SIZE, "num_threads": 1})  # auto
+        out = predictor.predict(image)
     np.testing.assert_array_equal(out, ref)
     assert sum("OpenVINO is not installed" in r.getMessage() for r in caplog.records) == 1
 

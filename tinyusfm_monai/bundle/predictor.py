@@ -67,13 +67,27 @@ BACKENDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         {"openvino_file": "$@bundle_root + '/models/model_int8.xml'", "openvino_precision": "f32"},
     ),
 }
-DEFAULT_BACKEND = "pytorch"
+# "auto": OpenVINO f32 on CPU (the fastest runtime measured on the development CPU, results within 1e-4 of
+# PyTorch; benchmarks/RESULTS.md), PyTorch on a CUDA device. Without OpenVINO installed the OpenVINO overlay runs
+# PyTorch and says so in one log line.
+DEFAULT_BACKEND = "auto"
+
+
+def resolve_backend(backend: str, device: Any = None) -> str:
+    """The `BACKENDS` name `backend` stands for ("auto" depends on the device: CUDA -> pytorch, else openvino)."""
+    if backend != "auto":
+        backend_configs(backend)
+        return backend
+    cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    return "pytorch" if cuda else "openvino"
 
 
 def backend_configs(backend: str) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """(overlay files, config overrides) of a backend name (see `BACKENDS`)."""
+    """(overlay files, config overrides) of a backend name (see `BACKENDS`; "auto" as `resolve_backend`)."""
+    if backend == "auto":
+        backend = resolve_backend(backend)
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
     overlays, overrides = BACKENDS[backend]
     return overlays, dict(overrides)
 
@@ -96,8 +110,10 @@ class BundlePredictor:
         weights: trained weights (default: `<bundle>/models/model.pt`).
         overrides: config values, as `--key value` on the command line (e.g. {"image_size": 64}).
         overlays: extra config files of the bundle merged over inference.json (e.g. ["inference_onnx.json"]).
-        backend: "pytorch", "onnx", "onnx-int8", "openvino", "openvino-bf16" or "openvino-int8" (`BACKENDS`): the
-            matching overlay and its settings, merged before `overlays` and `overrides`.
+        backend: "auto" (default: OpenVINO on CPU, PyTorch on CUDA), "pytorch", "onnx", "onnx-int8", "openvino",
+            "openvino-bf16" or "openvino-int8" (`BACKENDS`): the matching overlay and its settings, merged before
+            `overlays` and `overrides`. A runtime other than PyTorch is compiled here (one warm-up batch), so the
+            first real image does not pay for it.
     """
 
     def __init__(
@@ -110,6 +126,7 @@ class BundlePredictor:
         backend: str = DEFAULT_BACKEND,
     ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
+        backend = resolve_backend(backend, device)
         backend_overlays, backend_overrides = backend_configs(backend)
         overrides = {**backend_overrides, **(overrides or {})}
         files = config_files(self.bundle_dir, [*backend_overlays, *overlays])
@@ -136,6 +153,14 @@ class BundlePredictor:
         self.inferer = parser.get_parsed_content("inferer")
         post = parser.get_parsed_content("postprocessing")
         self.postprocessing = Compose([t for t in post.transforms if not isinstance(t, FILE_WRITERS)])
+        if backend != "pytorch":
+            self._warm_up(int(parser.get_parsed_content("image_size")))
+        logger.info("%s: backend %s", self.name, backend)
+
+    @torch.inference_mode()
+    def _warm_up(self, size: int) -> None:
+        """One batch through the inferer: OpenVINO compiles (or converts) here, not on the first image."""
+        self.inferer(torch.zeros(1, 3, size, size, device=self.device), self.network)
 
     @torch.inference_mode()
     def predict_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -165,7 +165,8 @@ def infer(
 
     frames: all | middle | first | every:N (multi-frame policy). secondary_capture: also write an overlay
     Secondary Capture per processed frame. seg_type: binary (default, widest PACS support) | labelmap.
-    backend: pytorch | onnx | onnx-int8 | openvino | openvino-bf16 | openvino-int8 (the bundle's overlays).
+    backend: auto (OpenVINO on CPU, PyTorch on CUDA) | pytorch | onnx | onnx-int8 | openvino | openvino-bf16 |
+    openvino-int8 (the bundle's overlays; OpenVINO falls back to PyTorch with one log line when not installed).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -309,7 +309,8 @@ def serve(
 
     dest: AE_TITLE@host:port of the node that receives the results (PACS); none -> results stay in `output`.
     spool: where received instances wait; survives restarts. frames: all | middle | first | every:N.
-    backend: pytorch | onnx | onnx-int8 | openvino | openvino-bf16 | openvino-int8 (the bundle's overlays).
+    backend: auto (OpenVINO on CPU, PyTorch on CUDA) | pytorch | onnx | onnx-int8 | openvino | openvino-bf16 |
+    openvino-int8 (the bundle's overlays; OpenVINO falls back to PyTorch with one log line when not installed).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

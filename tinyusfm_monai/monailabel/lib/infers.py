@@ -34,7 +34,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, backend_configs
+from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, backend_configs, resolve_backend
 from tinyusfm_monai.transforms.io import SaveProbabilitiesd
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ def bundle_type(path: str) -> str:
 
 class TinyUSFMInferTask(BundleInferTask):
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
-        self.backend = conf.get("backend") or DEFAULT_BACKEND
-        backend_configs(self.backend)  # an unknown name fails at start-up, not at the first request
+        # an unknown name fails at start-up, not at the first request
+        self.backend = resolve_backend(conf.get("backend") or DEFAULT_BACKEND)
         kind = bundle_type(path)
         super().__init__(
             path,
