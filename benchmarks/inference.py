@@ -69,6 +69,8 @@ PIPELINES = {
     # the model on one core, decoding/resizing on the other
     "worker process, model 1 thread": {"num_workers": 1, "num_threads": 1},
     "prefetch thread, model 1 thread": {"dataloader#_target_": "ThreadDataLoader", "num_threads": 1},
+    # the overlays before issue 15: torch's pre/postprocessing on all threads too (no effect on the pytorch backend)
+    "sequential, torch on all threads": {"configure_threads#torch_threads": 0},
 }
 PROFILES = {
     "quick": {"runs": 8, "warmup": 2, "budget": 4.0, "batches": (1, 4), "images": 20, "import_runs": 2},

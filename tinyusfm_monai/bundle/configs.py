@@ -330,6 +330,9 @@ def inference_onnx_config(task: Task) -> dict[str, Any]:
     """Merged over inference.json: the same pipeline, with the network run by ONNX Runtime."""
     return {
         "onnx_file": "$@bundle_root + '/models/model.onnx'",
+        # torch only runs the pre/postprocessing here: one thread (ONNX Runtime gets the cores, and torch's OpenMP
+        # barriers cannot stall when another process takes a core: 4x slower per image under load, RESULTS.md)
+        "configure_threads#torch_threads": 1,
         "inferer": {
             "_target_": "tinyusfm_monai.inferers.inferer.OnnxInferer",
             "onnx_file": "@onnx_file",
@@ -346,6 +349,9 @@ def inference_openvino_config(task: Task) -> dict[str, Any]:
         "openvino_file": "$@bundle_root + '/models/model.xml'",
         # "f32" or "bf16", always explicit: OpenVINO's own default on CPUs with AVX-512 BF16 is bf16
         "openvino_precision": "f32",
+        # torch only runs the pre/postprocessing here: one thread (OpenVINO gets the cores, and torch's OpenMP
+        # barriers cannot stall when another process takes a core: 4x slower per image under load, RESULTS.md)
+        "configure_threads#torch_threads": 1,
         "inferer": {
             "_target_": "tinyusfm_monai.inferers.inferer.OpenVinoInferer",
             "model_file": "@openvino_file",

@@ -105,10 +105,16 @@ def _automatic_threads() -> int:
     return max(1, cores - busy)
 
 
-def configure_inference_threads(threads: int | None = None) -> int:
-    """`configure_threads(inference_threads(threads))`: what the bundles' inference.json calls at start-up."""
+def configure_inference_threads(threads: int | None = None, torch_threads: int | None = None) -> int:
+    """The bundles' start-up thread setting: returns `inference_threads(threads)` (the model's threads) and gives
+    torch that many, or `torch_threads` when torch only runs the pre/postprocessing (the ONNX Runtime and
+    OpenVINO overlays set 1: the model's runtime gets the cores, and torch's OpenMP threads cannot stall at their
+    barriers when other processes take a core; see benchmarks/RESULTS.md)."""
     import logging
 
-    n = configure_threads(inference_threads(threads))
-    logging.getLogger(__name__).info("torch intra-op threads: %d (%d physical cores)", n, physical_cores())
+    n = inference_threads(threads)
+    configure_threads(torch_threads or n)
+    logging.getLogger(__name__).info(
+        "threads: model %d, torch %d (%d physical cores)", n, torch_threads or n, physical_cores()
+    )
     return n
