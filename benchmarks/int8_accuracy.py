@@ -1,10 +1,11 @@
-"""Accuracy change of INT8 dynamic quantisation on a phantom classification task.
+"""Accuracy change of reduced precision (INT8, bf16) on a phantom classification task.
 
 There is no fine-tuned TinyUSFM checkpoint offline, so the fp32 reference is trained here: TinyUSFM
 (random init) on a phantom task for a few epochs through the bundle's own preprocessing, then the same
-weights are exported as ONNX fp32, ONNX INT8 (`quantize_onnx_int8`, what `tinyusfm-monai export --int8`
-writes) and torch.ao INT8, and compared on the phantom test split: accuracy, argmax agreement with fp32,
-and probability/logit error.
+weights are exported as ONNX fp32, ONNX INT8 (`quantize_onnx_int8`, `tinyusfm-monai export --format onnx --int8`),
+torch.ao INT8, OpenVINO f32 / bf16 and OpenVINO INT8 (NNCF calibrated on the training images, as
+`tinyusfm-monai export --format openvino --int8`), and compared on the phantom test split: accuracy, argmax
+agreement with fp32, and probability/logit error.
 
     python benchmarks/int8_accuracy.py [--task busi_classification] [--train 300] [--test 200] [--epochs 6]
 """
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyusfm_monai.bundle.configs import INFERENCE_READERS
 from tinyusfm_monai.data.phantom import generate_task
 from tinyusfm_monai.deploy import (
     configure_threads,
@@ -37,9 +37,27 @@ from tinyusfm_monai.transforms.pipelines import build_preprocessing
 
 def _load(datalist: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     entries = json.loads(datalist.read_text())[split]
-    pre = build_preprocessing(size, INFERENCE_READERS)
+    pre = build_preprocessing(size)
     xs = [pre({"image": str(datalist.parent / e["image"])})["image"].as_tensor() for e in entries]
     return torch.stack(xs), torch.tensor([int(e["label"]) for e in entries])
+
+
+def _openvino_outputs(
+    model: torch.nn.Module, x_train: torch.Tensor, x_test: torch.Tensor, size: int
+) -> dict[str, np.ndarray]:
+    """OpenVINO f32, bf16 (where the CPU has it) and NNCF INT8 calibrated on the training images."""
+    from tinyusfm_monai.deploy import openvino as ovd
+
+    if not ovd.openvino_available():
+        return {}
+    fp32 = ovd.convert_network(model, size)
+    int8 = ovd.quantize_int8(fp32, [x[None].numpy() for x in x_train], len(x_train))
+    variants = [(f"{p} OpenVINO", fp32, p) for p in ovd.cpu_precisions()] + [("int8 OpenVINO (NNCF)", int8, "f32")]
+    outs = {}
+    for name, ir, precision in variants:
+        request = ovd.compile_openvino(ir, precision).create_infer_request()
+        outs[name] = np.concatenate([ovd.run_openvino(request, x[None]) for x in x_test])
+    return outs
 
 
 def main() -> None:
@@ -110,10 +128,11 @@ def main() -> None:
         for name, path in (("fp32 ONNX", fp32_path), ("int8 ONNX (ORT dynamic)", int8_path)):
             session = onnx_session(path)
             outs[name] = np.concatenate([run_onnx(session, x_test[i : i + 32]) for i in range(0, len(y_test), 32)])
+        outs.update(_openvino_outputs(model, x_train, x_test, args.size))
         y = y_test.numpy()
         p_ref = torch.softmax(torch.from_numpy(ref), 1).numpy()
         print(
-            f"\n## INT8 dynamic quantisation, TinyUSFM on phantom {args.task} ({len(y)} test images, {args.epochs} epochs from scratch)\n"
+            f"\n## INT8 and bf16, TinyUSFM on phantom {args.task} ({len(y)} test images, {args.epochs} epochs from scratch)\n"
         )
         print(
             "| model | accuracy | Δ accuracy vs fp32 | argmax agreement with fp32 | max |Δ prob| | mean |Δ prob| | max |Δ logit| |"

@@ -89,7 +89,9 @@ def reference_prediction(bundle: Path, image: Path) -> np.ndarray:
 class Server:
     """A `monailabel start_server` child process in its own session, logging to a file; killed on stop()."""
 
-    def __init__(self, studies: Path, bundles: Path, models: list[str], log_path: Path) -> None:
+    def __init__(
+        self, studies: Path, bundles: Path, models: list[str], log_path: Path, conf: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -112,6 +114,8 @@ class Server:
             "models",
             ",".join(models),
         ]
+        for key, value in (conf or {}).items():  # further app settings, e.g. {"backend": "openvino"}
+            cmd += ["--conf", key, value]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONAI_LABEL_")}
         env["PYTHONPATH"] = str(SHIM_DIR)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"

@@ -211,6 +211,59 @@ def test_onnx_overlay_gives_the_eager_results(trained, tmp_path):
             assert (a == b).mean() > 0.999
 
 
+def _predictions(name: str, folder: Path) -> dict[str, np.ndarray]:
+    """Probabilities per image (classification CSV) or the label maps (segmentation PNGs) a bundle run wrote."""
+    if name.endswith("classification"):
+        rows = csv.DictReader(open(folder / "predictions.csv"))
+        return {r["image"]: np.array([float(v) for k, v in r.items() if k.startswith("p_")]) for r in rows}
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*_seg.png"))}
+
+
+def test_openvino_overlay_gives_the_eager_results(trained, tmp_path):
+    """`tinyusfm-monai export --format openvino [--int8]`, then the real `monai.bundle run` with
+    inference_openvino.json: f32 = eager (1e-4 / identical masks), bf16 and INT8 close; the export's calibration
+    set is the task's training split and its report sits next to the model."""
+    name, bundle, data, _ = trained
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in sorted((data / "images").glob("test_*.png"))[:4]:
+        shutil.copy(p, images / p.name)
+    export = [sys.executable, "-m", "tinyusfm_monai.cli", "export", "--bundle", str(bundle), "--format", "openvino"]
+    export += ["--image_size", "64", "--dataset_dir", str(data)]
+    for extra in ([], ["--int8", "--calibration_size", "12"]):
+        proc = subprocess.run(export + extra, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((bundle / "models" / "model_int8.export.json").read_text())
+    assert len(report["calibration"]["images"]) == 12 and report["calibration"]["datalist"] == str(
+        data / "datalist.json"
+    )
+    assert all(Path(p).name.startswith("train_") for p in report["calibration"]["images"])
+    assert report["accuracy_check"]["images"] == 6  # the whole test split of the fixture
+    cfg = bundle / "configs"
+    overlay = [cfg / "inference.json", cfg / "inference_openvino.json"]
+    common = ["--dataset_dir", images, "--image_size", 64]
+    bundle_run([cfg / "inference.json"], *common, "--output_dir", tmp_path / "eager")
+    eager = _predictions(name, tmp_path / "eager")
+    runs = {
+        "f32": [],
+        "bf16": ["--openvino_precision", "bf16"],
+        "int8": ["--openvino_file", bundle / "models" / "model_int8.xml"],
+    }
+    for run, extra in runs.items():
+        proc = bundle_run(overlay, *common, "--output_dir", tmp_path / run, *extra)
+        log = proc.stdout + proc.stderr
+        model_file = "model_int8.xml" if run == "int8" else "model.xml"
+        assert f"models/{model_file}, precision {'bf16' if run == 'bf16' else 'f32'}" in log, log[-2000:]
+        assert "in memory" not in log  # the exported IR matches the weights: no conversion at run time
+        got = _predictions(name, tmp_path / run)
+        assert set(got) == set(eager)
+        for key, ref in eager.items():
+            if name.endswith("classification"):
+                np.testing.assert_allclose(got[key], ref, atol=1e-4 if run == "f32" else 0.05)
+            else:
+                assert (got[key] == ref).mean() > (0.999 if run == "f32" else 0.98)
+
+
 def test_inference_without_weights_says_how_to_get_them(tmp_path):
     bundle = tmp_path / "busi_classification"
     shutil.copytree(ROOT / "bundles" / "busi_classification", bundle)

@@ -22,6 +22,7 @@ REQUIRED = [
     "configs/evaluate.json",
     "configs/inference.json",
     "configs/inference_onnx.json",
+    "configs/inference_openvino.json",
     "configs/multi_gpu_train.json",
     "configs/logging.conf",
     "docs/README.md",
@@ -121,6 +122,7 @@ def test_standard_ids_present(name):
         (["train.json", "evaluate.json"], TrainProperties, EXTRA_TRAIN_IDS),
         (["inference.json"], InferProperties, EXTRA_INFER_IDS),
         (["inference.json", "inference_onnx.json"], InferProperties, EXTRA_INFER_IDS),
+        (["inference.json", "inference_openvino.json"], InferProperties, EXTRA_INFER_IDS),
     ):
         parser = ConfigParser()
         parser.read_config([str(configs / f) for f in files])

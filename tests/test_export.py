@@ -137,9 +137,13 @@ def test_onnx_inferer_is_the_plain_inferer_on_onnx_runtime(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt,int8", [("onnx", False), ("onnx", True), ("torchscript", False)])
+@pytest.mark.parametrize(
+    "fmt,int8",
+    [("onnx", False), ("onnx", True), ("torchscript", False), ("openvino", False), ("openvino", True)],
+)
 def test_export_command_on_a_bundle(fmt, int8, tmp_path):
-    """`tinyusfm-monai export` on a copy of a real bundle (64 x 64, random-init model.pt)."""
+    """`tinyusfm-monai export` on a copy of a real bundle (64 x 64, random-init model.pt). OpenVINO calibrates
+    on 16 training images of the task's embedded phantom and checks 8 of its test images."""
     import shutil
     from pathlib import Path
 
@@ -150,13 +154,21 @@ def test_export_command_on_a_bundle(fmt, int8, tmp_path):
     shutil.copytree(src / "configs", bundle / "configs")
     (bundle / "models").mkdir()
     torch.save(ViTSegmenter("tinyusfm", num_classes=2, img_size=SIZE).state_dict(), bundle / "models" / "model.pt")
-    out = Path(export(str(bundle), format=fmt, int8=int8, image_size=SIZE))
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    out = Path(export(str(bundle), format=fmt, int8=int8, image_size=SIZE, calibration_size=16, check_size=8))
     assert out.is_file() and out.parent == bundle / "models"
     network, _ = load_bundle_network(bundle, image_size=SIZE)
     x = _inputs(2)
     ref = _eager(network, x)
     if fmt == "onnx":
         got = run_onnx(onnx_session(out, threads=1), x)
+    elif fmt == "openvino":
+        from tinyusfm_monai.deploy import openvino as ovd
+        from tinyusfm_monai.deploy.export import report_path
+
+        assert out.suffix == ".xml" and out.with_suffix(".bin").is_file() and report_path(out).is_file()
+        got = ovd.run_openvino(ovd.compile_openvino(out, "f32", threads=1).create_infer_request(), x)
     else:
         with torch.inference_mode():
             got = torch.jit.load(str(out)).eval()(x).numpy()

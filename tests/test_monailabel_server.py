@@ -10,7 +10,9 @@ Without the venv: fails under CI=true, skips otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -163,6 +165,53 @@ def test_monailabel_server_infer_and_train(venv: Path, tmp_path: Path) -> None:
     assert server.process.poll() is not None
     with pytest.raises(ProcessLookupError):
         os.killpg(server.process.pid, 0)  # nothing left in the server's process group
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_monailabel_server_openvino_backend(venv: Path, tmp_path: Path) -> None:
+    """`--conf backend openvino`: the classification bundle runs its exported IR, the segmentation bundle (no IR)
+    its network converted in memory; both answer what the PyTorch pipeline gives (1e-4 / 99.9 % of pixels).
+    After /train rewrites models/model.pt, the now stale IR is not used: the answer follows the new weights."""
+    from tinyusfm_monai.deploy.export import export
+
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    for name in (CLS, SEG):
+        tiny_bundle_copy(name, bundles, image_size=64)
+    with contextlib.redirect_stdout(io.StringIO()):
+        export(str(bundles / CLS), format="openvino", image_size=64, check_size=4)
+    images = _make_images(tmp_path)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    server = Server(studies, bundles, [CLS, SEG], tmp_path / "server.log", conf={"backend": "openvino"})
+    try:
+        server.wait_ready(timeout=240)
+        for image_id, (image, mask) in images.items():
+            status, body = http(f"{server.url}/datastore/image?image={image_id}", "PUT", files={"file": image})
+            assert status == 200, body
+            url = f"{server.url}/datastore/label?image={image_id}&tag=final"
+            status, body = http(url, "PUT", files={"label": mask})
+            assert status == 200, body
+        _check_predictions(server, bundles, images, tmp_path, "openvino")
+        log = server.log_path.read_text(errors="replace")
+        assert f"{CLS}: backend openvino" in log and f"{SEG}: backend openvino" in log
+        assert f"{CLS}/models/model.xml, precision f32" in log, server.log_tail()
+        assert "in-memory conversion of the network, precision f32" in log  # SEG has no exported IR
+
+        label = tmp_path / "class1.png"
+        Image.fromarray(np.pad(np.full((8, 8), 2, np.uint8), ((10, 62), (20, 68)))).save(label)
+        for image_id in images:
+            url = f"{server.url}/datastore/label?image={image_id}&tag=class"
+            status, body = http(url, "PUT", files={"label": label})
+            assert status == 200, body
+        _train(server, CLS)
+        scores = _infer_cls(server, "img0")
+        expected = reference_prediction(bundles / CLS, images["img0"][0])
+        np.testing.assert_allclose(scores, expected, atol=1e-4, err_msg="after /train: server != bundle pipeline")
+        assert "exported from other weights" in server.log_path.read_text(errors="replace")
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(

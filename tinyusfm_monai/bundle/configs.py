@@ -18,6 +18,7 @@ from tinyusfm_monai.transforms.pipelines import (
     normalise_config,
     preprocessing_config,
     resize_config,
+    rgb_unit_config,
 )
 
 from .recipes import recipe_for
@@ -117,7 +118,8 @@ def _train_section(task: Task) -> dict[str, Any]:
     recipe = recipe_for(task)
     return {
         "deterministic_transforms": load_config(recipe.keys)
-        + [resize_config("@image_size", with_label=len(recipe.keys) > 1)],
+        + [resize_config("@image_size", with_label=len(recipe.keys) > 1)]
+        + rgb_unit_config(),
         "random_transforms": recipe.augmentations(task),
         "final_transforms": normalise_config(),
         "preprocessing": {
@@ -332,9 +334,32 @@ def inference_onnx_config(task: Task) -> dict[str, Any]:
     """Merged over inference.json: the same pipeline, with the network run by ONNX Runtime."""
     return {
         "onnx_file": "$@bundle_root + '/models/model.onnx'",
+        # torch only runs the pre/postprocessing here: one thread (ONNX Runtime gets the cores, and torch's OpenMP
+        # barriers cannot stall when another process takes a core: 4x slower per image under load, RESULTS.md)
+        "configure_threads#torch_threads": 1,
         "inferer": {
             "_target_": "tinyusfm_monai.inferers.inferer.OnnxInferer",
             "onnx_file": "@onnx_file",
+            "threads": "@configure_threads",  # the count inference.json chose at start-up
+        },
+    }
+
+
+def inference_openvino_config(task: Task) -> dict[str, Any]:
+    """Merged over inference.json: the same pipeline, with the network run by OpenVINO (PyTorch without it)."""
+    return {
+        # written by `tinyusfm-monai export --format openvino`; models/model_int8.xml for the INT8 model. Used when
+        # it matches models/model.pt, else the loaded network is converted in memory.
+        "openvino_file": "$@bundle_root + '/models/model.xml'",
+        # "f32" or "bf16", always explicit: OpenVINO's own default on CPUs with AVX-512 BF16 is bf16
+        "openvino_precision": "f32",
+        # torch only runs the pre/postprocessing here: one thread (OpenVINO gets the cores, and torch's OpenMP
+        # barriers cannot stall when another process takes a core: 4x slower per image under load, RESULTS.md)
+        "configure_threads#torch_threads": 1,
+        "inferer": {
+            "_target_": "tinyusfm_monai.inferers.inferer.OpenVinoInferer",
+            "model_file": "@openvino_file",
+            "precision": "@openvino_precision",
             "threads": "@configure_threads",  # the count inference.json chose at start-up
         },
     }

@@ -149,13 +149,26 @@ An unreadable, truncated, non-ultrasound or 3D file is logged (`skipped #<n> <fi
 a file whose result cannot be written (`skipped <file name>: postprocessing failed: <cause>`), and the others
 are processed; 16-bit images are scaled by their real range. On CPU, `--num_threads N` fixes the thread count (default: one per physical core idle at start-up,
 or `$TINYUSFM_NUM_THREADS`); set `OMP_WAIT_POLICY=PASSIVE` on machines busy with other software, and
-`--batch_size 4` for throughput. To run the network with ONNX Runtime (e.g. the INT8 model; speed in
-`benchmarks/RESULTS.md`), export once, then add the `inference_onnx.json` overlay:
+`--batch_size 4` for throughput.
+
+On CPU, OpenVINO is the fastest runtime measured for this model (`benchmarks/RESULTS.md`; `pip install
+'tinyusfm-monai[openvino]'`). Export once (the export checks the model on the task's test split and writes
+`models/model[_int8].export.json`), then add the `inference_openvino.json` overlay; the precision is always
+explicit (`--openvino_precision f32`, the default, gives the PyTorch results within 1e-4; `bf16` is faster on CPUs
+with AVX-512 BF16 and changes probabilities by ~1e-3). INT8 is calibrated on the task's training images
+(`--dataset_dir DATA/{task.name}`; the embedded phantom without it):
 
 ```bash
-tinyusfm-monai export --bundle {b} --format onnx            # or --int8, then --onnx_file .../model_int8.onnx
-python -m monai.bundle run --config_file "['{b}/configs/inference.json','{b}/configs/inference_onnx.json']" --dataset_dir IMAGES
+tinyusfm-monai export --bundle {b} --format openvino --dataset_dir DATA/{task.name}          # models/model.xml
+tinyusfm-monai export --bundle {b} --format openvino --int8 --dataset_dir DATA/{task.name}   # models/model_int8.xml
+python -m monai.bundle run --config_file "['{b}/configs/inference.json','{b}/configs/inference_openvino.json']" \
+    --dataset_dir IMAGES [--openvino_precision bf16] [--openvino_file {b}/models/model_int8.xml]
 ```
+
+The overlay runs the exported model only when it was made from the current `models/model.pt`; otherwise (not
+exported yet, retrained since) it converts the loaded network in memory (seconds, logged), and without OpenVINO
+installed it runs PyTorch (one log line). ONNX Runtime works the same way with `inference_onnx.json` after
+`tinyusfm-monai export --bundle {b} --format onnx [--int8]` (`--onnx_file .../model_int8.onnx`).
 
 Export (run inside the bundle folder):
 

@@ -66,6 +66,7 @@ def bundle_files(task: Task) -> dict[str, str]:
         "configs/evaluate.json": _json(configs.evaluate_config(task)),
         "configs/inference.json": _json(configs.inference_config(task)),
         "configs/inference_onnx.json": _json(configs.inference_onnx_config(task)),
+        "configs/inference_openvino.json": _json(configs.inference_openvino_config(task)),
         "configs/multi_gpu_train.json": _json(configs.multi_gpu_config(task)),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": docs.bundle_readme(task),

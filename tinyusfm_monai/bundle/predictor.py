@@ -3,8 +3,9 @@ benchmarks), and the contract (`Predictor`) the DICOM side is written against.
 
 `BundlePredictor` runs exactly the bundle's own `inference.json`: its `network_def` with the trained
 `models/model.pt`, its `preprocessing` (minus the file loader, since the pixels are already in memory), its
-`inferer` (so an overlay such as `inference_onnx.json` changes the runtime here too) and its `postprocessing`
-minus the steps that write files (`SaveImaged`, `SaveProbabilitiesd`), the filter MONAI Label applies as well.
+`inferer` (so an overlay such as `inference_openvino.json`, chosen by `backend`, changes the runtime here too)
+and its `postprocessing` minus the steps that write files (`SaveImaged`, `SaveProbabilitiesd`), the filter
+MONAI Label applies as well.
 Nothing of the config's pipeline is re-implemented here.
 """
 
@@ -52,6 +53,45 @@ class Predictor(Protocol):
     def predict(self, image: np.ndarray) -> np.ndarray: ...
 
 
+# The one backend setting of every entry point (predictor, DICOM batch and node, MONAI Label app, benchmarks):
+# a name -> the bundle overlay merged over inference.json and the config values it sets. "pytorch" is
+# inference.json alone. The OpenVINO overlay runs PyTorch (with one log line) where OpenVINO is not installed.
+BACKENDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "pytorch": ((), {}),
+    "onnx": (("inference_onnx.json",), {}),
+    "onnx-int8": (("inference_onnx.json",), {"onnx_file": "$@bundle_root + '/models/model_int8.onnx'"}),
+    "openvino": (("inference_openvino.json",), {"openvino_precision": "f32"}),
+    "openvino-bf16": (("inference_openvino.json",), {"openvino_precision": "bf16"}),
+    "openvino-int8": (
+        ("inference_openvino.json",),
+        {"openvino_file": "$@bundle_root + '/models/model_int8.xml'", "openvino_precision": "f32"},
+    ),
+}
+# "auto": OpenVINO f32 on CPU (the fastest runtime measured on the development CPU, results within 1e-4 of
+# PyTorch; benchmarks/RESULTS.md), PyTorch on a CUDA device. Without OpenVINO installed the OpenVINO overlay runs
+# PyTorch and says so in one log line.
+DEFAULT_BACKEND = "auto"
+
+
+def resolve_backend(backend: str, device: Any = None) -> str:
+    """The `BACKENDS` name `backend` stands for ("auto" depends on the device: CUDA -> pytorch, else openvino)."""
+    if backend != "auto":
+        backend_configs(backend)
+        return backend
+    cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    return "pytorch" if cuda else "openvino"
+
+
+def backend_configs(backend: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(overlay files, config overrides) of a backend name (see `BACKENDS`; "auto" as `resolve_backend`)."""
+    if backend == "auto":
+        backend = resolve_backend(backend)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+    overlays, overrides = BACKENDS[backend]
+    return overlays, dict(overrides)
+
+
 def config_files(bundle_dir: Path, overlays: Sequence[str] = ()) -> list[str]:
     """`configs/inference.json` and the named overlays (e.g. "inference_onnx.json"), checked to exist."""
     files = [bundle_dir / "configs" / name for name in ("inference.json", *overlays)]
@@ -70,6 +110,10 @@ class BundlePredictor:
         weights: trained weights (default: `<bundle>/models/model.pt`).
         overrides: config values, as `--key value` on the command line (e.g. {"image_size": 64}).
         overlays: extra config files of the bundle merged over inference.json (e.g. ["inference_onnx.json"]).
+        backend: "auto" (default: OpenVINO on CPU, PyTorch on CUDA), "pytorch", "onnx", "onnx-int8", "openvino",
+            "openvino-bf16" or "openvino-int8" (`BACKENDS`): the matching overlay and its settings, merged before
+            `overlays` and `overrides`. A runtime other than PyTorch is compiled here (one warm-up batch), so the
+            first real image does not pay for it.
     """
 
     def __init__(
@@ -79,15 +123,19 @@ class BundlePredictor:
         weights: str | Path | None = None,
         overrides: dict[str, Any] | None = None,
         overlays: Sequence[str] = (),
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
-        files = config_files(self.bundle_dir, overlays)
+        backend = resolve_backend(backend, device)
+        backend_overlays, backend_overrides = backend_configs(backend)
+        overrides = {**backend_overrides, **(overrides or {})}
+        files = config_files(self.bundle_dir, [*backend_overlays, *overlays])
         meta_file = self.bundle_dir / "configs" / "metadata.json"
         self.metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         parser = ConfigParser()
         parser.read_config(files)
         parser["bundle_root"] = str(self.bundle_dir)
-        for key, value in (overrides or {}).items():
+        for key, value in overrides.items():
             parser[key] = value
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
@@ -101,9 +149,18 @@ class BundlePredictor:
         ).load()
         pre = parser.get_parsed_content("preprocessing")
         self.preprocessing = Compose([t for t in pre.transforms if not isinstance(t, LoadImaged)])
+        self.backend = backend
         self.inferer = parser.get_parsed_content("inferer")
         post = parser.get_parsed_content("postprocessing")
         self.postprocessing = Compose([t for t in post.transforms if not isinstance(t, FILE_WRITERS)])
+        if backend != "pytorch":
+            self._warm_up(int(parser.get_parsed_content("image_size")))
+        logger.info("%s: backend %s", self.name, backend)
+
+    @torch.inference_mode()
+    def _warm_up(self, size: int) -> None:
+        """One batch through the inferer: OpenVINO compiles (or converts) here, not on the first image."""
+        self.inferer(torch.zeros(1, 3, size, size, device=self.device), self.network)
 
     @torch.inference_mode()
     def predict_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -130,9 +187,9 @@ def _as_loaded(image: np.ndarray) -> MetaTensor:
     return MetaTensor(np.ascontiguousarray(image.astype(np.float32)), meta=meta)
 
 
-def load_predictor(bundle_dir: str | Path, **kwargs: Any) -> BundlePredictor:
-    """The predictor of a task bundle (keyword arguments as `BundlePredictor`)."""
-    return BundlePredictor(bundle_dir, **kwargs)
+def load_predictor(bundle_dir: str | Path, backend: str = DEFAULT_BACKEND, **kwargs: Any) -> BundlePredictor:
+    """The predictor of a task bundle on `backend` (keyword arguments as `BundlePredictor`)."""
+    return BundlePredictor(bundle_dir, backend=backend, **kwargs)
 
 
 def checked_prediction(predictor: Predictor, image: np.ndarray) -> np.ndarray:

@@ -1,13 +1,21 @@
-"""`tinyusfm-monai export`: a task bundle's trained network as ONNX (optionally INT8) or TorchScript.
+"""`tinyusfm-monai export`: a task bundle's trained network as ONNX, TorchScript or OpenVINO IR (optionally INT8).
 
 The network is built from the bundle's own `inference.json` (`network_def`) and loaded from its
 `models/model.pt`, exactly as `monai.bundle run` would; the exported file is checked against the
 eager model on a random input before it is reported as written.
+
+OpenVINO exports also run the accuracy check that a deployment decision needs: the exported model at every
+precision this CPU runs (f32, and bf16 where the CPU has it) against eager fp32 on the task's labelled test
+split (accuracy or Dice, and agreement with fp32). INT8 is NNCF post-training quantisation calibrated on the
+task's own training images through the bundle's preprocessing. The check and the calibration set are printed
+and written next to the model as `<model>.export.json`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +23,37 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinyusfm_monai.utils.atomic import atomic_write
+
 from .onnx import export_onnx, onnx_session, quantize_onnx_int8, run_onnx
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 # fp32 exports must agree tightly; int8 only approximately (what tests/test_export.py also asserts).
 FP32_ATOL = 1e-3
+CALIBRATION_SIZE = 300  # "a few hundred" training images; all of them when the split is smaller
+
+
+def _bundle_parser(bundle: Path, image_size: int | None) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    if image_size is not None:
+        parser["image_size"] = int(image_size)
+    return parser
 
 
 def load_bundle_network(
     bundle: str | Path, weights: str | Path | None = None, image_size: int | None = None
 ) -> tuple[nn.Module, int]:
     """The bundle's `network_def` with trained weights, in eval mode on CPU, and its input size."""
-    from monai.bundle import ConfigParser
-
     from tinyusfm_monai.handlers.weights import TrainedWeightsLoader
 
     bundle = Path(bundle).resolve()
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser["bundle_root"] = str(bundle)
-    if image_size is not None:
-        parser["image_size"] = int(image_size)
+    parser = _bundle_parser(bundle, image_size)
     network = parser.get_parsed_content("network_def").eval()
     TrainedWeightsLoader(str(weights or bundle / "models" / "model.pt"), network, str(bundle)).load()
     return network, int(parser.get_parsed_content("image_size"))
@@ -62,25 +78,44 @@ def export(
     output: str | None = None,
     weights: str | None = None,
     image_size: int | None = None,
+    precision: str = "f32",
+    dataset_dir: str = "",
+    calibration_size: int = CALIBRATION_SIZE,
+    check_size: int = 0,
 ) -> str:
     """Export a bundle's trained network for CPU deployment.
 
     Args:
         bundle: the bundle folder (bundles/<task>), with models/model.pt.
-        format: "onnx" (ONNX Runtime, recommended on CPU) or "torchscript".
-        int8: INT8 dynamic quantisation of the Linear/MatMul layers (ONNX: ONNX Runtime quantize_dynamic;
-            TorchScript: torch.ao dynamic quantisation). Measure accuracy before using it clinically.
-        output: output file (default: <bundle>/models/model[_int8].onnx|.ts).
+        format: "onnx" (ONNX Runtime), "torchscript" or "openvino" (OpenVINO IR, `pip install
+            'tinyusfm-monai[openvino]'`).
+        int8: INT8. ONNX: ONNX Runtime dynamic quantisation of MatMul/Gemm; TorchScript: torch.ao dynamic
+            quantisation; OpenVINO: NNCF post-training quantisation calibrated on the task's training images.
+        output: output file (default: <bundle>/models/model[_int8].onnx|.ts|.xml).
         weights: trained weights (default: <bundle>/models/model.pt).
         image_size: input size to export for (default: the bundle's image_size).
+        precision: OpenVINO only: the run-time precision the export is checked and recorded for, "f32" or
+            "bf16" (the bundle overlay runs `--openvino_precision`, default f32; both are measured).
+        dataset_dir: OpenVINO only: the task's prepared dataset (its datalist's training split calibrates INT8,
+            its test split is the accuracy check); empty = the embedded phantom of the task.
+        calibration_size: OpenVINO INT8: how many training images calibrate (spread evenly over the split).
+        check_size: OpenVINO: how many test images the accuracy check uses (0 = the whole test split).
     Returns:
         The path written.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format != "openvino" and precision != "f32":
+        raise ValueError(f"--precision {precision}: only --format openvino runs in another precision than f32")
     network, size = load_bundle_network(bundle, weights, image_size)
-    suffix = ".onnx" if format == "onnx" else ".ts"
+    suffix = {"onnx": ".onnx", "torchscript": ".ts", "openvino": ".xml"}[format]
     out = Path(output) if output else Path(bundle) / "models" / f"model{'_int8' if int8 else ''}{suffix}"
+    if format == "openvino":
+        return str(
+            export_openvino(
+                network, size, Path(bundle), out, int8, precision, dataset_dir, calibration_size, check_size
+            )
+        )
     if format == "onnx":
         fp32 = out if not int8 else out.with_name(out.stem + "_fp32_tmp.onnx")
         export_onnx(network, fp32, image_size=size)
@@ -104,3 +139,100 @@ def export(
         f"vs eager: max |Δlogit| {report['max_abs_diff']:.2e}, argmax agreement {report['argmax_agreement']:.0%}"
     )
     return str(out)
+
+
+def report_path(model_file: str | Path) -> Path:
+    """Where an OpenVINO export writes its calibration set and accuracy check: `<model>.export.json`."""
+    model_file = Path(model_file)
+    return model_file.with_name(model_file.stem + ".export.json")
+
+
+def _logits(run: Any, images: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(run(x)) for x in images])
+
+
+def export_openvino(
+    network: nn.Module,
+    size: int,
+    bundle: Path,
+    out: Path,
+    int8: bool,
+    precision: str,
+    dataset_dir: str,
+    calibration_size: int,
+    check_size: int,
+) -> Path:
+    """Convert (and for INT8 calibrate and quantise), write the IR, check it, write `<model>.export.json`."""
+    from tinyusfm_monai.data.registry import get_task
+
+    from . import openvino as ovd
+    from .accuracy import compare, markdown_table
+    from .calibration import calibration_samples, data_source, test_samples
+
+    ovd.check_precision(precision)
+    precisions = ovd.cpu_precisions()
+    if precision not in precisions:
+        raise ValueError(f"--precision {precision}: this CPU runs only {precisions} natively")
+    task = get_task(_bundle_parser(bundle.resolve(), size)["task"])
+    started = time.perf_counter()
+    model = ovd.convert_network(network, size)
+    calibration: dict[str, Any] = {}
+    if int8:
+        samples = calibration_samples(bundle, dataset_dir, calibration_size, image_size=size)
+        model = ovd.quantize_int8(model, [s.image for s in samples], len(samples))
+        calibration = {
+            "method": "NNCF post-training quantisation (nncf.quantize, ModelType.TRANSFORMER)",
+            "datalist": data_source(task.name, dataset_dir),
+            "split": "training",
+            "preprocessing": "inference.json#preprocessing",
+            "images": [s.path for s in samples],
+        }
+    meta = {
+        "task": task.name,
+        "image_size": size,
+        "int8": int8,
+        "checked_precision": precision,
+        "weights_sha256": ovd.weights_fingerprint(network),
+    }
+    ovd.save_ir(ovd.set_metadata(model, meta), out)
+
+    compiled = {p: ovd.compile_openvino(out, p).create_infer_request() for p in precisions}
+    parity = _check(network, lambda x: ovd.run_openvino(compiled["f32"], x), size, None if int8 else FP32_ATOL)
+    tests = test_samples(bundle, dataset_dir, check_size, image_size=size)
+    images = [s.image for s in tests]
+    with torch.inference_mode():
+        reference = _logits(lambda x: network(torch.from_numpy(x)).numpy(), images)
+    kind = "int8" if int8 else "fp32"
+    outputs = {
+        f"OpenVINO {kind} @ {p}": _logits(lambda x, r=r: ovd.run_openvino(r, x), images) for p, r in compiled.items()
+    }
+    rows = compare(reference, outputs, [s.label for s in tests], task.task_type)
+    table = markdown_table(rows, task.task_type)
+    report = {
+        "model": out.name,
+        "format": "openvino",
+        **meta,
+        "openvino": ovd.require_openvino().__version__,
+        "parity_random_input_f32": parity,
+        "accuracy_check": {
+            "datalist": data_source(task.name, dataset_dir),
+            "split": "test",
+            "preprocessing": "train.json#validate#preprocessing",
+            "images": len(tests),
+            "reference": "fp32 eager (PyTorch)",
+            "rows": rows,
+        },
+        "calibration": calibration,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write(report_path(out), json.dumps(report, indent=2) + "\n")
+    size_mib = (out.stat().st_size + out.with_suffix(".bin").stat().st_size) / 2**20
+    checked = rows[f"OpenVINO {kind} @ {precision}"]
+    print(
+        f"wrote {out} (+ .bin, {size_mib:.1f} MiB, OpenVINO IR {kind}, {size}x{size}"
+        + (f", calibrated on {len(calibration['images'])} training images" if int8 else "")
+        + f"); vs eager on random input at f32: max |Δlogit| {parity['max_abs_diff']:.2e}\n"
+        f"accuracy check on {len(tests)} test images of {task.name} (the export's precision: {precision}, "
+        f"agreement with fp32 {checked['agreement']:.2%}):\n{table}\nreport: {report_path(out)}"
+    )
+    return out

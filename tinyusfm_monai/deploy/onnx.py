@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -28,11 +28,15 @@ INT8_OP_TYPES = ("MatMul", "Gemm")
 
 
 def export_onnx(
-    model: nn.Module, path: str | Path, image_size: int = 224, in_chans: int = 3, opset: int = DEFAULT_OPSET
-) -> Path:
-    """Write `model` (eval mode, fp32, CPU) as ONNX with input `image` (B, C, S, S) and output `logits`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    model: nn.Module, path: str | Path | BinaryIO, image_size: int = 224, in_chans: int = 3, opset: int = DEFAULT_OPSET
+) -> Any:
+    """Write `model` (eval mode, fp32, CPU) as ONNX with input `image` (B, C, S, S) and output `logits`.
+
+    path: a file (returned as a Path) or a binary buffer (returned as given).
+    """
+    if not hasattr(path, "write"):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().to("cpu")
     example = torch.zeros(1, in_chans, image_size, image_size)
     with warnings.catch_warnings(), torch.no_grad():
@@ -40,7 +44,7 @@ def export_onnx(
         torch.onnx.export(
             model,
             (example,),
-            str(path),
+            path if hasattr(path, "write") else str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},

@@ -18,6 +18,7 @@ job) and uses the rest. `TINYUSFM_NUM_THREADS` or an explicit count overrides th
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -80,13 +81,23 @@ def busy_cpus(sample_s: float = 0.25) -> float:
 
 
 def inference_threads(threads: int | None = None) -> int:
-    """Threads for inference: `threads`, else $TINYUSFM_NUM_THREADS, else physical cores not busy now (>= 1)."""
+    """Threads for inference: `threads`, else $TINYUSFM_NUM_THREADS, else physical cores not busy now (>= 1).
+
+    The automatic choice is made once per process (the CPU is sampled for 0.25 s) and reused: a second runtime
+    in the same process (ONNX Runtime, OpenVINO) or a server that builds its inferer per request (MONAI Label)
+    gets the same count without sampling again.
+    """
     env = os.environ.get("TINYUSFM_NUM_THREADS", "").strip()
     if not threads and env and not env.isdigit():
         raise ValueError(f"TINYUSFM_NUM_THREADS={env!r}: expected a whole number of threads (0 = automatic)")
     requested = threads or int(env or 0)
     if requested > 0:
         return requested
+    return _automatic_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def _automatic_threads() -> int:
     cores = physical_cores()
     busy_logical = busy_cpus()
     # busy logical CPUs -> busy physical cores (hyper-threads: two logical CPUs per core)
@@ -94,10 +105,16 @@ def inference_threads(threads: int | None = None) -> int:
     return max(1, cores - busy)
 
 
-def configure_inference_threads(threads: int | None = None) -> int:
-    """`configure_threads(inference_threads(threads))`: what the bundles' inference.json calls at start-up."""
+def configure_inference_threads(threads: int | None = None, torch_threads: int | None = None) -> int:
+    """The bundles' start-up thread setting: returns `inference_threads(threads)` (the model's threads) and gives
+    torch that many, or `torch_threads` when torch only runs the pre/postprocessing (the ONNX Runtime and
+    OpenVINO overlays set 1: the model's runtime gets the cores, and torch's OpenMP threads cannot stall at their
+    barriers when other processes take a core; see benchmarks/RESULTS.md)."""
     import logging
 
-    n = configure_threads(inference_threads(threads))
-    logging.getLogger(__name__).info("torch intra-op threads: %d (%d physical cores)", n, physical_cores())
+    n = inference_threads(threads)
+    configure_threads(torch_threads or n)
+    logging.getLogger(__name__).info(
+        "threads: model %d, torch %d (%d physical cores)", n, torch_threads or n, physical_cores()
+    )
     return n

@@ -24,7 +24,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
+from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output, redact
 from tinyusfm_monai.dicom.process import process_file
 from tinyusfm_monai.io.dicom import DEFAULT_LIMITS, NOT_REGULAR_FILE, DicomInputError, InputLimits, read_dataset
@@ -270,6 +270,7 @@ def infer(
     max_frame_pixels: int = DEFAULT_LIMITS.max_frame_pixels,
     max_frames: int = DEFAULT_LIMITS.max_frames,
     max_file_mb: float = DEFAULT_LIMITS.max_file_bytes / 2**20,
+    backend: str = DEFAULT_BACKEND,
 ) -> str:
     """Run bundle `bundle` on every ultrasound instance under `input`; results and report.{csv,json} in `output`.
 
@@ -277,6 +278,8 @@ def infer(
     Secondary Capture per processed frame. seg_type: binary (default, widest PACS support) | labelmap.
     max_frame_pixels / max_frames / max_file_mb: per-instance limits checked from the header before decoding
     (larger instances are skipped as too-large).
+    backend: auto (OpenVINO on CPU, PyTorch on CUDA) | pytorch | onnx | onnx-int8 | openvino | openvino-bf16 |
+    openvino-int8 (the bundle's overlays; OpenVINO falls back to PyTorch with one log line when not installed).
     Exit status: 0 all processed, 3 some skipped, 4 some failed, 2 could not start (docs/hospital_it.md).
     """
     if not logging.getLogger().handlers:
@@ -289,7 +292,7 @@ def infer(
     except (OSError, ValueError) as exc:
         print(f"tinyusfm-monai dicom infer: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CANNOT_START) from None
-    model = predictor if predictor is not None else load_predictor(bundle)
+    model = predictor if predictor is not None else load_predictor(bundle, backend=backend)
     rows = run_batch(model, input, output, frames, secondary_capture, seg_type, limits)
     inputs = [r for r in rows if r.status != "ignored"]
     processed = sum(r.status == "processed" for r in inputs)

@@ -56,7 +56,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
-from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
+from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import (
@@ -901,6 +901,7 @@ def serve(
     tls_ca: str | None = None,
     backoff_max: float = BACKOFF_MAX_S,
     queue_wait: float = 10.0,
+    backend: str = DEFAULT_BACKEND,
 ) -> UltrasoundNode | None:
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
@@ -916,6 +917,8 @@ def serve(
     reached waits up to queue_wait seconds for room, then gets 0xA700 (the sender retries). backoff_max: the
     longest wait between delivery attempts to an unreachable destination. Status:
     `tinyusfm-monai dicom status --spool SPOOL`.
+    backend: auto (OpenVINO on CPU, PyTorch on CUDA) | pytorch | onnx | onnx-int8 | openvino | openvino-bf16 |
+    openvino-int8 (the bundle's overlays; OpenVINO falls back to PyTorch with one log line when not installed).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -928,7 +931,7 @@ def serve(
         receiving = Path(spool) / "receiving"
         receiving.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(receiving)
-    model = predictor if predictor is not None else load_predictor(bundle)
+    model = predictor if predictor is not None else load_predictor(bundle, backend=backend)
     node = UltrasoundNode(
         model,
         ae_title=ae_title,

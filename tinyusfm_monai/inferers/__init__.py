@@ -1,2 +1,3 @@
 """MONAI `Inferer`s the bundle configs name: `PlainTensorInferer` (PyTorch without MetaTensor dispatch inside the
-network) and `OnnxInferer` (an exported model run by ONNX Runtime)."""
+network), `OnnxInferer` (an exported model run by ONNX Runtime) and `OpenVinoInferer` (the network run by
+OpenVINO, from the exported IR or converted in memory)."""

@@ -10,6 +10,11 @@ input's metadata back, which is what MetaTensor propagation would have given it.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+
+logger = logging.getLogger(__name__)
 
 
 def with_input_meta(out: Any, inputs: torch.Tensor) -> Any:
@@ -70,3 +77,133 @@ class OnnxInferer(Inferer):
 
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         return with_input_meta(torch.from_numpy(run_onnx(self.session, plain)).to(plain.device), inputs)
+
+
+# Per process: a network's weight fingerprint (recomputed only when its tensors change), the OpenVINO model for
+# those weights (read or converted once) and the compiled models (one per batch shape).
+# MONAI Label builds a new inferer for every request, so neither may live on the inferer instance.
+_FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, str]] = weakref.WeakKeyDictionary()
+_MODELS: OrderedDict[tuple[Any, ...], tuple[Any, str]] = OrderedDict()
+_COMPILED: OrderedDict[tuple[Any, ...], tuple[Any, str, threading.Lock]] = OrderedDict()
+_CACHE_SIZE = 4
+_COMPILE_LOCK = threading.Lock()
+
+
+def _fingerprint(network: torch.nn.Module) -> str:
+    """`weights_fingerprint`, cached per network until one of its tensors changes (`load_state_dict` copies into
+    the parameters in place, which bumps their version counters)."""
+    from tinyusfm_monai.deploy.openvino import weights_fingerprint
+
+    version = sum(t._version for t in itertools.chain(network.parameters(), network.buffers()))
+    cached = _FINGERPRINTS.get(network)
+    if cached is None or cached[0] != version:
+        cached = (version, weights_fingerprint(network))
+        _FINGERPRINTS[network] = cached
+    return cached[1]
+
+
+class OpenVinoInferer(Inferer):
+    """Runs the bundle's network with OpenVINO (CPU) instead of PyTorch, in an explicitly chosen precision.
+
+    The overlay `configs/inference_openvino.json` uses it; the output is a torch tensor with the input's
+    metadata, so the bundle's postprocessing is unchanged (as `OnnxInferer`).
+
+    What runs is always the network the bundle loaded from `models/model.pt`:
+
+    - the exported IR (`tinyusfm-monai export --format openvino [--int8]`) when it records the same weights
+      (a fingerprint of the state dict, written by the export) and the same input size;
+    - otherwise (no IR yet, or the bundle was retrained since, e.g. by MONAI Label) the network is converted in
+      memory on the first batch (seconds, logged; fp32 weights), and again whenever its weights change;
+    - without OpenVINO installed, the PyTorch network itself, with one log line saying so.
+
+    Compiled models are cached per process (keyed by weights, input shape, file, precision and threads), so a
+    caller that builds a new inferer per request (MONAI Label) compiles once; each batch shape is compiled static.
+
+    Args:
+        model_file: the IR (.xml) to use when it matches the weights.
+        precision: "f32" or "bf16", passed as `INFERENCE_PRECISION_HINT` (OpenVINO's own default on CPUs with
+            AVX-512 BF16 is bf16, so it is never left to the plugin). bf16 changes logits by ~1e-2.
+        threads: intra-op threads; 0 = the bundles' default policy (`deploy.threads.inference_threads`); the
+            overlay passes the count inference.json's `configure_threads` chose.
+    """
+
+    def __init__(self, model_file: str, precision: str = "f32", threads: int = 0) -> None:
+        from tinyusfm_monai.deploy.openvino import INSTALL_HINT, check_precision, openvino_available
+        from tinyusfm_monai.deploy.threads import inference_threads
+
+        super().__init__()
+        self.model_file = Path(model_file)
+        self.precision = check_precision(precision)
+        self.backend = "openvino" if openvino_available() else "pytorch"
+        self.threads = inference_threads(threads or None)
+        self.source = ""
+        if self.backend == "pytorch":
+            logger.warning("OpenVINO is not installed (%s): running the PyTorch network instead", INSTALL_HINT)
+
+    def _model(self, network: Any, fingerprint: str, spatial: tuple[int, ...]) -> tuple[Any, str]:
+        """The IR if it matches the network's weights and the input size, else the network converted in memory."""
+        from tinyusfm_monai.deploy import openvino as ovd
+
+        key = (fingerprint, spatial, str(self.model_file))
+        if key in _MODELS:
+            return _MODELS[key]
+        reason, model = "", None
+        if not self.model_file.is_file():
+            reason = f"{self.model_file} does not exist"
+        else:
+            model = ovd.read_ir(self.model_file)
+            meta = ovd.metadata(model)
+            ir_size = int(meta.get("image_size", 0) or model.inputs[0].get_partial_shape()[-1].get_length())
+            if fingerprint and meta.get("weights_sha256") != fingerprint:
+                reason = f"{self.model_file} was exported from other weights than the network's (retrained since?)"
+            elif (ir_size, ir_size) != spatial:
+                reason = f"{self.model_file} is for {ir_size}x{ir_size} inputs, not {spatial[0]}x{spatial[1]}"
+        if reason and not fingerprint:
+            raise FileNotFoundError(f"{reason}; run `tinyusfm-monai export --bundle <bundle> --format openvino`")
+        if reason:
+            logger.warning(
+                "%s: converting the PyTorch network in memory (fp32; `tinyusfm-monai export --bundle <bundle> "
+                "--format openvino [--int8]` avoids this)",
+                reason,
+            )
+            model = ovd.convert_network(network, int(spatial[0]))
+        _MODELS[key] = (model, "in-memory conversion of the network" if reason else str(self.model_file))
+        while len(_MODELS) > _CACHE_SIZE:
+            _MODELS.popitem(last=False)
+        return _MODELS[key]
+
+    def _compile(self, network: Any, shape: tuple[int, ...]) -> tuple[Any, str, threading.Lock]:
+        """The compiled model for this batch shape (static: faster than the IR's dynamic batch axis)."""
+        from tinyusfm_monai.deploy import openvino as ovd
+
+        fingerprint = _fingerprint(network) if isinstance(network, torch.nn.Module) else ""
+        key = (fingerprint, shape, str(self.model_file), self.precision, self.threads)
+        if key in _COMPILED:
+            _COMPILED.move_to_end(key)
+            return _COMPILED[key]
+        model, source = self._model(network, fingerprint, shape[2:])
+        request = ovd.compile_openvino(model, self.precision, self.threads, batch=shape[0]).create_infer_request()
+        logger.info(
+            "OpenVINO %s: %s, precision %s, %d threads, batch %d",
+            ovd.version(),
+            source,
+            self.precision,
+            self.threads,
+            shape[0],
+        )
+        _COMPILED[key] = (request, source, threading.Lock())  # one InferRequest: one call at a time
+        while len(_COMPILED) > _CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+        return _COMPILED[key]
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        if self.backend == "pytorch":
+            return with_input_meta(network(plain, *args, **kwargs), inputs)
+        from tinyusfm_monai.deploy.openvino import run_openvino
+
+        with _COMPILE_LOCK:
+            request, self.source, lock = self._compile(network, tuple(int(v) for v in plain.shape))
+        with lock:
+            logits = run_openvino(request, plain)
+        return with_input_meta(torch.from_numpy(logits).to(plain.device), inputs)

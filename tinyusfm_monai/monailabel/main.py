@@ -9,6 +9,8 @@ training must write `models/model.pt` where the bundle lives. Point `--conf bund
 the originals untouched. Nothing is downloaded: no model zoo lookup (`zoo_source` is never consulted), no SAM2.
 
 `--conf models` is a comma list of bundle names (or `all`: every *_classification / *_segmentation bundle).
+`--conf backend` is the runtime of inference, as `tinyusfm-monai dicom infer --backend`: auto (default: OpenVINO on
+CPU, PyTorch on CUDA), pytorch, onnx, onnx-int8, openvino, openvino-bf16 or openvino-int8.
 A bundle without `models/model.pt` gets a trainer only; its inferer appears as soon as training has written
 the weights (checked on every /info and /infer request, no restart needed).
 """

@@ -30,8 +30,9 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install -q "setuptools>=68" wheel "numpy<2" "torch==2.13.0"
 SAM2_BUILD_CUDA=0 "${PIP[@]}" install -q --no-build-isolation \
   "monailabel==$MONAILABEL_VERSION" "monai==1.6.1" "torch==2.13.0" "numpy<2"
-# Our package (editable) into the same env; the pins keep pip from touching torch or numpy.
-"${PIP[@]}" install -q --no-build-isolation -e "$REPO" "torch==2.13.0" "numpy<2" "monailabel==$MONAILABEL_VERSION"
-"$VENV/bin/python" -c "import monailabel, tinyusfm_monai, numpy, torch; print('monailabel', monailabel.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
+# Our package (editable, with the OpenVINO backend the app serves with `--conf backend openvino`) into the same
+# env; the pins keep pip from touching torch or numpy.
+"${PIP[@]}" install -q --no-build-isolation -e "$REPO[openvino]" "torch==2.13.0" "numpy<2" "monailabel==$MONAILABEL_VERSION"
+"$VENV/bin/python" -c "import monailabel, tinyusfm_monai, numpy, torch, openvino; print('monailabel', monailabel.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'openvino', openvino.__version__)"
 touch "$STAMP"
 echo "monailabel env ready: $VENV"

@@ -26,7 +26,7 @@ ANY_FORMAT = "ultrasound"  # load_config reader for inference: DICOM, PNG/JPG/TI
 
 
 def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str, Any]]:
-    """Read 2D images with rows = height, channel first; the image becomes RGB in [0, 1].
+    """Read 2D images with rows = height, channel first (as stored: 1 to 4 channels, values 0-255).
 
     reader: a MONAI reader for `LoadImaged` (training data are PNG), or `ANY_FORMAT` for inference inputs.
     """
@@ -40,9 +40,18 @@ def load_config(keys: Sequence[str], reader: Any = "PILReader") -> list[dict[str
             "reverse_indexing": False,
             "image_only": True,
         }
+    return [load, {"_target_": "EnsureChannelFirstd", "keys": list(keys)}]
+
+
+def rgb_unit_config() -> list[dict[str, Any]]:
+    """The image becomes three channels (grey repeated, alpha dropped) in [0, 1].
+
+    In the bundles these come after the resize, where the image is 224 x 224 instead of a scanner frame: both are
+    per-pixel maps (a channel copy and an affine scale) that commute with the resize (its weights sum to one), so
+    the result is the same tensor (to float rounding) for a fraction of the memory passes (a 768 x 1024 RGB frame
+    is 2.4 M values, the resized one 0.15 M; a grey frame is resized once instead of three times).
+    """
     return [
-        load,
-        {"_target_": "EnsureChannelFirstd", "keys": list(keys)},
         {"_target_": "tinyusfm_monai.transforms.utility.EnsureRGBd", "keys": "image"},
         {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0},
     ]
@@ -86,8 +95,8 @@ def normalise_config() -> list[dict[str, Any]]:
 
 
 def preprocessing_config(image_size: Size = 224, reader: Any = "PILReader") -> list[dict[str, Any]]:
-    """The inference preprocessing of every bundle: load → RGB → [0, 1] → resize → ImageNet norm."""
-    return load_config(["image"], reader) + [resize_config(image_size)] + normalise_config()
+    """The inference preprocessing of every bundle: load → resize → RGB, [0, 1] → ImageNet norm."""
+    return load_config(["image"], reader) + [resize_config(image_size)] + rgb_unit_config() + normalise_config()
 
 
 def build_preprocessing(image_size: int = 224, reader: Any = "PILReader"):
@@ -100,19 +109,16 @@ def build_preprocessing(image_size: int = 224, reader: Any = "PILReader"):
 
 def pool_transform_config(image_size: Size = 224, key: str = "image", normalize: bool = True) -> list[dict[str, Any]]:
     """Deterministic distillation-pool preprocessing: the pool sample loader, then the shared pipeline above
-    (RGB, [0, 1], resize, ImageNet normalisation) minus its file reader.
+    (RGB, resize, [0, 1], ImageNet normalisation) minus its file reader.
 
     `normalize=False` stops after the resize and keeps the 0..255 range: the pool decoded once to uint8
     (`distillation.shards`), whose [0, 1] scaling and ImageNet normalisation then run on the training device.
     """
-    after_reading = [t for t in load_config([key]) if t["_target_"] not in ("LoadImaged", "EnsureChannelFirstd")]
-    if not normalize:
-        after_reading = [t for t in after_reading if t["_target_"] != "ScaleIntensityRanged"]
+    rgb, unit = rgb_unit_config()
     return (
         [{"_target_": "tinyusfm_monai.transforms.io.LoadPoolImaged", "keys": key}]
-        + after_reading
-        + [resize_config(image_size)]
-        + (normalise_config() if normalize else [])
+        + [rgb, resize_config(image_size)]
+        + ([unit, *normalise_config()] if normalize else [])
     )
 
 

@@ -14,6 +14,11 @@
   once more here, or a W×H image would get an H×W label.
 * No trained weights: the stock task would run the freshly built network with random weights. Like the bundle's
   TrainedWeightsLoader, this refuses, and says how to get weights.
+* Backend (`--conf backend openvino`, the names of `bundle.predictor.BACKENDS`): the stock task reads
+  inference.json alone; this one merges the backend's overlay (e.g. inference_openvino.json) and its settings, the
+  same setting as `tinyusfm-monai dicom infer --backend` and `load_predictor(backend=...)`. The OpenVINO inferer
+  follows retraining: MONAI Label reloads the network when /train rewrites models/model.pt, and the inferer
+  converts the new weights instead of running an exported IR made from the old ones.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from monai.bundle import ConfigParser
 from monai.transforms import SaveImaged, SqueezeDimd, Transposed
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
+from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, backend_configs, resolve_backend
 from tinyusfm_monai.transforms.io import SaveProbabilitiesd
 
 logger = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ def bundle_type(path: str) -> str:
 
 class TinyUSFMInferTask(BundleInferTask):
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
+        # an unknown name fails at start-up, not at the first request
+        self.backend = resolve_backend(conf.get("backend") or DEFAULT_BACKEND)
         kind = bundle_type(path)
         super().__init__(
             path,
@@ -50,6 +59,17 @@ class TinyUSFMInferTask(BundleInferTask):
             load_strict=True,
             **kwargs,
         )
+
+    def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
+        """inference.json merged with the backend's overlay and settings (the stock task reads inference.json only)."""
+        overlays, overrides = backend_configs(self.backend)
+        parser = ConfigParser()
+        parser.read_config([config, *(os.path.join(path, "configs", name) for name in overlays)])
+        parser.config.update({self.const.key_bundle_root(): path})  # type: ignore[union-attr]
+        for key, value in overrides.items():
+            parser[key] = value
+        logger.info("%s: backend %s", os.path.basename(path), self.backend)
+        return parser
 
     def post_transforms(self, data: Any = None) -> Sequence[Callable]:
         post = list(super().post_transforms(data))
