@@ -33,14 +33,18 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def _token_weights(weights: torch.Tensor | None, n_views: int, n_tokens: int) -> torch.Tensor | None:
-    """Consistency weights (B,) or (B, N) → (V·B, 1+N) for token-level losses (cls token gets the image mean)."""
+    """Consistency weights (1 or V, B[, N]) → (V·B, 1+N) for token-level losses on the stacked views (a row of 1
+    serves every view; the cls token gets the image's mean token weight)."""
     if weights is None:
         return None
-    if weights.ndim == 1:
-        w = weights[:, None].expand(-1, n_tokens)
-    else:
-        w = torch.cat((weights.mean(1, keepdim=True), weights), dim=1)
-    return w.repeat(n_views, 1)
+    if weights.shape[0] == 1:
+        weights = weights.expand(n_views, *weights.shape[1:])
+    if weights.shape[0] != n_views:
+        raise ValueError(f"consistency weights for {weights.shape[0]} views, the batch stacks {n_views}")
+    w = weights.reshape(-1, *weights.shape[2:])  # V·B[, N]
+    if w.ndim == 1:
+        return w[:, None].expand(-1, n_tokens)
+    return torch.cat((w.mean(1, keepdim=True), w), dim=1)
 
 
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
