@@ -393,3 +393,46 @@ def test_bf16_teacher_and_student_match_the_fp32_step():
     for key in ("loss", "feature", "attn", "recon"):
         assert abs(low[key] - ref[key]) <= 0.05 * abs(ref[key]) + 1e-4, key
     assert torch.nn.functional.cosine_similarity(g32, g16.float(), dim=0) > 0.98
+
+
+def _engine(model, teacher, iteration_args: dict):
+    from types import SimpleNamespace
+
+    from tinyusfm_monai.distillation.engine import DistillationIteration
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    engine = SimpleNamespace(
+        state=SimpleNamespace(device=torch.device("cpu"), iteration=5, max_epochs=1, epoch_length=5),
+        non_blocking=False,
+        network=model,
+        optimizer=opt,
+        amp=False,
+    )
+    masker = DomainMasker.from_settings({}, seed=0)
+    return engine, DistillationIteration(teacher, masker, **iteration_args)
+
+
+def test_clean_reading_step_weights_each_view(teacher):
+    """reading "clean": the teacher also encodes the clean image (in the same pass) and each view gets its own
+    weight row; the step reports them with the pool rows of the batch."""
+    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11])
+    cons = ConsistencyWeighting(reading="clean", schedule="constant")
+    engine, step = _engine(model, teacher, {"loss": DistillationLoss(), "consistency": cons})
+    batch = {"image": torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), "index": torch.arange(10, 14)}
+    out = step(engine, batch)
+    assert out["weights"].shape == (2, 4) and out["index"].tolist() == [10, 11, 12, 13]
+    assert torch.isfinite(out["loss"]) and torch.allclose(out["weights"].mean(1), torch.ones(2))
+
+
+def test_vanilla_step_never_runs_the_teacher(teacher):
+    """With the feature and attention terms off (the vanilla ablation) the teacher is not run at all."""
+
+    class Refuse:
+        def __call__(self, x):
+            raise AssertionError("the teacher ran")
+
+    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11], feature_weight=0, attn_weight=0)
+    loss = DistillationLoss(feature_weight=0, attn_weight=0)
+    engine, step = _engine(model, Refuse(), {"loss": loss, "consistency": ConsistencyWeighting()})
+    out = step(engine, {"image": torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)})
+    assert out["recon"] > 0 and "weights" not in out

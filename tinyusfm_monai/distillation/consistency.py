@@ -52,13 +52,16 @@ def effective_sample_size(w: torch.Tensor) -> torch.Tensor:
 
 
 def batch_percentile(c: torch.Tensor) -> torch.Tensor:
-    """Per-row percentile in [0, 1] of each entry of (R, n); ties get their average rank (blank frames often tie)."""
+    """Per-row percentile in [0, 1] of each entry of (R, n); ties get their average rank (blank frames often tie).
+    Sort-based: O(n log n) time and O(n) memory, so token granularity (n = batch × tokens) stays cheap."""
     n = c.shape[-1]
     if n == 1:
-        return torch.ones_like(c)
-    lower = (c.unsqueeze(-1) > c.unsqueeze(-2)).sum(-1).float()  # entries strictly below
-    equal = (c.unsqueeze(-1) == c.unsqueeze(-2)).sum(-1).float()  # including itself
-    return (lower + (equal - 1) / 2) / (n - 1)
+        return torch.ones_like(c, dtype=torch.float32)
+    c = c.float().contiguous()
+    ordered = c.sort(-1).values
+    first = torch.searchsorted(ordered, c, right=False)
+    after = torch.searchsorted(ordered, c, right=True)
+    return (first + after - 1).float() / 2 / (n - 1)
 
 
 def token_spread(tokens: torch.Tensor) -> torch.Tensor:

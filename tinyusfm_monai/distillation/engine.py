@@ -73,13 +73,15 @@ class DistillationIteration:
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, enabled=amp, **(getattr(engine, "amp_kwargs", None) or {})):
-            t_out = self.teacher(torch.cat((stacked, x)) if clean else stacked)  # one teacher pass for all views
-            final = t_out["final"]
-            h = {n: final[i * b : (i + 1) * b] for i, n in enumerate(names)}  # type: ignore[index]
-            if clean:
-                h[CLEAN] = final[n_student:]  # type: ignore[index]
-                t_out = _first_rows(t_out, n_student)
-            weights = self.consistency(h, self.progress(engine))
+            t_out, weights = None, None
+            if self.loss.feature_weight > 0 or self.loss.attn_weight > 0:  # the vanilla ablation needs no teacher
+                t_out = self.teacher(torch.cat((stacked, x)) if clean else stacked)  # one pass for all views
+                final = t_out["final"]
+                h = {n: final[i * b : (i + 1) * b] for i, n in enumerate(names)}  # type: ignore[index]
+                if clean:
+                    h[CLEAN] = final[n_student:]  # type: ignore[index]
+                    t_out = _first_rows(t_out, n_student)
+                weights = self.consistency(h, self.progress(engine))
             s_out = engine.network(stacked)
             terms = self.loss(s_out, t_out, x, names, masks, weights)
         optimizer_step(engine, terms["loss"], self.grad_scaler if amp else None, self.clip_grad_norm)

@@ -154,18 +154,19 @@ class DistillationLoss(nn.Module):
     def forward(
         self,
         student: dict[str, object],
-        teacher: dict[str, object],
+        teacher: dict[str, object] | None,
         clean: torch.Tensor,
         views: list[str],
         masks: dict[str, torch.Tensor],
         weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Returns {"loss": total, "feature": ..., "attn": ..., "recon": ...} (unweighted terms for logging)."""
+        """Returns {"loss": total, "feature": ..., "attn": ..., "recon": ...} (unweighted terms for logging).
+        `teacher` may be None when neither the feature nor the attention term is on (reconstruction only)."""
         zero = clean.new_zeros((), dtype=torch.float32)
         terms = {"feature": zero, "attn": zero, "recon": zero}
         n_views = len(views)
         if self.feature_weight > 0:
-            s_feats, t_feats = student["features"], teacher["features"]
+            s_feats, t_feats = student["features"], teacher["features"]  # type: ignore[index]
             total = zero
             for s, t in zip(s_feats, t_feats):  # type: ignore[call-overload]
                 w = _token_weights(weights, n_views, s.shape[1])
@@ -173,7 +174,7 @@ class DistillationLoss(nn.Module):
             terms["feature"] = total
         if self.attn_weight > 0:
             total = zero
-            for s, t in zip(student["attn"], teacher["attn"]):  # type: ignore[call-overload]
+            for s, t in zip(student["attn"], teacher["attn"]):  # type: ignore[call-overload, index]
                 w = _token_weights(weights, n_views, s.shape[2])
                 total = total + _weighted_mean(self._attn_term(s, t), w)
             terms["attn"] = total

@@ -44,7 +44,10 @@ class QualitySettings:
     hidden: int = setting(256, OURS, "width of the proxy MLP's hidden layer (0 = linear proxy)")
     epochs: int = setting(6, OURS, "proxy epochs per initialisation (each gives one record per sample)")
     inits: int = setting(5, OURS, "proxy initialisations averaged (own shuffle and own pseudo-labels each)")
-    batch_size: int = setting(128, OURS, "proxy minibatch")
+    batch_size: int = setting(128, OURS, "proxy minibatch (grown on big pools, see max_steps_per_epoch)")
+    max_steps_per_epoch: int = setting(
+        100, OURS, "a bigger pool gets a bigger batch so an epoch is at most this many steps (2.2M: 22K rows a step)"
+    )
     lr: float = setting(2e-3, OURS, "proxy AdamW learning rate")
     weight_decay: float = setting(1e-4, OURS, "proxy AdamW weight decay")
     input_dropout: float = setting(0.3, OURS, "dropout on the proxy's input features")
@@ -123,6 +126,7 @@ def quality_scores(
     kmeans_fn = kmeans_fn or kmeans_labels
     n, d = x.shape
     device = x.device
+    batch = max(cfg.batch_size, -(-n // max(cfg.max_steps_per_epoch, 1)))
     level = torch.zeros(n, device=device)
     osc = torch.zeros(n, device=device)
     first_position = torch.zeros(n, dtype=torch.long, device=device)
@@ -141,8 +145,8 @@ def quality_scores(
                 first_position[order] = torch.arange(n, device=device)
             online = torch.empty(n, device=device) if cfg.record == "online" else None
             model.train()
-            for s in range(0, n, cfg.batch_size):
-                idx = order[s : s + cfg.batch_size]
+            for s in range(0, n, batch):
+                idx = order[s : s + batch]
                 xb = x[idx].float()
                 if cfg.input_dropout > 0:
                     keep = torch.rand(xb.shape, generator=gen, device=device) >= cfg.input_dropout
