@@ -215,7 +215,7 @@ def test_coreset_then_train_on_coreset(tmp_path):
     # the coreset datalist is what train.json consumes
     items = manifest_datalist(root / "eval" / "pool_manifest.json", out / "coreset_datalist.json")
     assert len(items) == 12 and {"image", "frame"} <= set(items[0])
-    run_bundle(
+    log = run_bundle(
         "train.json",
         root,
         {**TRAIN_ARGS, "phantom_pool_size": 48, "phantom_junk": True, "max_epochs": 1},
@@ -223,6 +223,7 @@ def test_coreset_then_train_on_coreset(tmp_path):
         str(out / "coreset_datalist.json"),
     )
     assert (root / "models" / "model.pt").is_file()
+    assert "mean weight by type (ground truth, evaluation only)" in log and "junk AUROC of low weight" in log
 
 
 def test_metadata_validates_and_names_the_student():

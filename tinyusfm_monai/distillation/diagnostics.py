@@ -188,6 +188,8 @@ class ConsistencyDiagnostics:
     batch; the rank mapping's floor bounds it), mean weight spread (std), share of weights below 0.5, and, when the
     pool has ground truth (phantom junk pool), the mean weight per junk type and the junk AUROC of low weight.
 
+    Everything accumulates on the weights' device and is read once per epoch (no host sync on the step).
+
     Args:
         manifest: the pool manifest; its ground truth, if any, is read once at the start (evaluation only).
     """
@@ -199,11 +201,9 @@ class ConsistencyDiagnostics:
         self._reset()
 
     def _reset(self) -> None:
-        self.ess: list[float] = []
-        self.std: list[float] = []
-        self.below: list[float] = []
-        self.weight_sum: dict[int, float] = {}
-        self.weight_count: dict[int, int] = {}
+        self.stats: list[torch.Tensor] = []  # per step: (ESS, std, share below 0.5)
+        self.weight_sum: torch.Tensor | None = None
+        self.weight_count: torch.Tensor | None = None
 
     def attach(self, engine: Engine) -> None:
         if self.manifest:
@@ -220,33 +220,32 @@ class ConsistencyDiagnostics:
         if w is None:
             return
         rows = w.float().reshape(w.shape[0], w.shape[1], -1).mean(-1)  # (V, B): token weights averaged per image
-        self.ess.append(float(effective_sample_size(rows).mean()))
-        self.std.append(float(rows.std(-1).mean()))
-        self.below.append(float((rows < 0.5).float().mean()))
+        self.stats.append(
+            torch.stack((effective_sample_size(rows).mean(), rows.std(-1).mean(), (rows < 0.5).float().mean())).detach()
+        )
         index = out.get("index")
-        if index is not None:
-            per_image = rows.mean(0).cpu().numpy()
-            for i, v in zip(torch.as_tensor(index).tolist(), per_image):
-                self.weight_sum[i] = self.weight_sum.get(i, 0.0) + float(v)
-                self.weight_count[i] = self.weight_count.get(i, 0) + 1
+        if self.types is not None and index is not None:
+            if self.weight_sum is None:
+                self.weight_sum = torch.zeros(len(self.types), device=rows.device)
+                self.weight_count = torch.zeros(len(self.types), device=rows.device)
+            index = torch.as_tensor(index).to(rows.device)
+            self.weight_sum.index_add_(0, index, rows.mean(0))
+            self.weight_count.index_add_(0, index, torch.ones_like(rows[0]))  # type: ignore[union-attr]
 
     def summarise(self, engine: Engine) -> None:
-        if not self.ess:
+        if not self.stats:
             return
-        entry: dict[str, Any] = {
-            "epoch": engine.state.epoch,
-            "ess": float(np.mean(self.ess)),
-            "weight_std": float(np.mean(self.std)),
-            "share_below_half": float(np.mean(self.below)),
-        }
+        ess, std, below = torch.stack(self.stats).mean(0).tolist()
+        entry: dict[str, Any] = {"epoch": engine.state.epoch, "ess": ess, "weight_std": std, "share_below_half": below}
         line = (
-            f"consistency weights, epoch {entry['epoch']}: ESS {entry['ess']:.2f} of the batch, weight std "
-            f"{entry['weight_std']:.2f}, {100 * entry['share_below_half']:.0f} % below 0.5"
+            f"consistency weights, epoch {entry['epoch']}: ESS {ess:.2f} of the batch, weight std {std:.2f}, "
+            f"{100 * below:.0f} % below 0.5"
         )
-        if self.types is not None and self.weight_sum:
-            rows = np.array(sorted(self.weight_sum))
-            mean_w = np.array([self.weight_sum[i] / self.weight_count[i] for i in rows])
-            summary = junk_weight_summary(mean_w, self.types[rows])
+        if self.types is not None and self.weight_sum is not None:
+            count = self.weight_count.cpu().numpy()  # type: ignore[union-attr]
+            seen = count > 0
+            mean_w = self.weight_sum.cpu().numpy()[seen] / count[seen]
+            summary = junk_weight_summary(mean_w, self.types[seen])
             entry.update(summary)
             by_type = ", ".join(f"{t} {v:.2f}" for t, v in summary["mean_weight_by_type"].items())
             line += f"; mean weight by type (ground truth, evaluation only): {by_type}; junk AUROC of low weight "

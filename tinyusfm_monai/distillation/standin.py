@@ -77,6 +77,7 @@ def train_standin_teacher(
     lr: float = 5e-4,
     seed: int = 0,
     data_seed: int = 1,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Train the stand-in teacher (see the module docstring) and write it in the official USFM key layout.
 
@@ -84,25 +85,26 @@ def train_standin_teacher(
     task per step, horizontal flip every other step. Returns `out_path`.
     """
     definition = definition or small_teacher_def(image_size)
+    device = torch.device(device)
     torch.manual_seed(seed)
-    net = build(definition)
-    data = [phantom_task_images(t, n_train, image_size, data_seed) for t in tasks]
-    heads = torch.nn.ModuleList([torch.nn.Linear(net.embed_dim, int(y.max()) + 1) for _, y in data])
+    net = build(definition).to(device)
+    data = [tuple(t.to(device) for t in phantom_task_images(t, n_train, image_size, data_seed)) for t in tasks]
+    heads = torch.nn.ModuleList([torch.nn.Linear(net.embed_dim, int(y.max()) + 1) for _, y in data]).to(device)
     opt = torch.optim.AdamW(list(net.parameters()) + list(heads.parameters()), lr=lr, weight_decay=0.05)
     gen = torch.Generator().manual_seed(seed)
     net.train()
     t0 = time.time()
     for step in range(steps):
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=device)
         for (x, y), head in zip(data, heads):
-            idx = torch.randint(len(x), (batch_per_task,), generator=gen)
+            idx = torch.randint(len(x), (batch_per_task,), generator=gen).to(device)
             xb = normalize_on_device(x[idx])
             loss = loss + F.cross_entropy(head(net(xb.flip(-1) if step % 2 else xb)), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     net.eval()
-    path = save_official(net, out_path)
+    path = save_official(net.cpu(), out_path)
     logger.info("stand-in teacher (supervised on %s): %d steps in %.0f s -> %s", ", ".join(tasks), steps,
                 time.time() - t0, path)  # fmt: skip
     return path
