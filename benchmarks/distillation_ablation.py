@@ -22,9 +22,10 @@ paired: within a seed every arm shares the pool, the teacher, the probe data, th
 mask generator's seed; across seeds they all change except the pool and the teacher. Paired differences get a 95 %
 percentile-bootstrap interval over seeds (each seed's value is its mean over the four tasks). Fixed thread count.
 
-Tiers: `--tier quick` (default; 64 px, 2,000-frame pool, 300 steps, 5 seeds, 2 threads: <= 45 min on an idle
-2-core machine) and `--tier full` (for a GPU: 112 px, 20,000 frames, 3,000 steps of batch 64, 8 seeds).
-Per-seed, per-task results go to `<work>/results.json`; a rerun reuses finished (arm, seed) cells.
+Tiers: `--tier quick` (default; 64 px, 2,000-frame pool, 250 steps, 5 seeds, 2 jobs of 1 thread each: <= 45 min
+on an idle 2-core machine) and `--tier full` (for a GPU: 112 px, 20,000 frames, 3,000 steps of batch 64, 8 seeds).
+Per-seed, per-task results go to `<work>/cells/<arm>_<seed>.json` and all of them to `<work>/results.json`; a rerun
+reuses finished cells.
 
     nice -n 5 python benchmarks/distillation_ablation.py                 # quick tier, prints the tables
     python benchmarks/distillation_ablation.py --tier full --device cuda  # on a GPU
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,8 +55,12 @@ from tinyusfm_monai.networks import TinyUSFM, load_pretrained  # noqa: E402
 
 CONFIGS = ROOT / "bundles" / "tinyusfm_distillation" / "configs"
 TIERS = {
-    "quick": dict(image_size=64, pool=2000, steps=300, batch=16, seeds=5, threads=2, standin_steps=600, width=192),
-    "full": dict(image_size=112, pool=20000, steps=3000, batch=64, seeds=8, threads=16, standin_steps=3000, width=384),
+    "quick": dict(
+        image_size=64, pool=2000, steps=250, batch=16, seeds=5, threads=1, jobs=2, standin_steps=600, width=192
+    ),
+    "full": dict(
+        image_size=112, pool=20000, steps=3000, batch=64, seeds=8, threads=8, jobs=1, standin_steps=3000, width=384
+    ),
 }
 ARMS = {
     "vanilla": {"distill#feature_weight": 0.0, "distill#attn_weight": 0.0},
@@ -187,39 +193,79 @@ class Setup:
         return parser.get_parsed_content("network").cpu(), info
 
 
-def run(args: argparse.Namespace) -> dict:
+def _cell_path(work: Path, name: str) -> Path:
+    return work / "cells" / f"{name}.json"
+
+
+def run_seeds(args: argparse.Namespace, seeds: list[int]) -> None:
+    """Train and evaluate every arm of `seeds` in this process; each finished cell is its own JSON file (so
+    parallel jobs never write the same file and a rerun skips what is done)."""
     setup = Setup(args)
-    out = Path(args.work) / "results.json"
-    results = json.loads(out.read_text()) if out.is_file() else {"cells": {}, "references": {}}
-    results["config"] = {k: v for k, v in vars(args).items() if k != "func"}
+    work = Path(args.work)
     arms = [a for a in args.arms.split(",") if a]
     t_all = time.time()
-    for seed in args.seeds:
+    for seed in seeds:
         suite = probe_suite(setup.img, 100 + seed)
-        if str(seed) not in results["references"]:
+        ref_path = _cell_path(work, f"references_{seed}")
+        if not ref_path.is_file():
             torch.manual_seed(seed)
             teacher = build(setup.teacher_def)
             load_pretrained(teacher, setup.teacher)
             torch.manual_seed(seed)
-            results["references"][str(seed)] = {
+            refs = {
                 "teacher (stand-in)": evaluate(teacher, suite, ("linear_probe", "knn"), seed),
                 "random-init student": evaluate(TinyUSFM(img_size=setup.img), suite, METRICS, seed),
             }
+            ref_path.parent.mkdir(parents=True, exist_ok=True)
+            ref_path.write_text(json.dumps(refs, indent=1))
         for arm in arms:
-            key = f"{arm}/{seed}"
-            if key in results["cells"]:
+            path = _cell_path(work, f"{arm}_{seed}")
+            if path.is_file():
                 continue
             student, info = setup.train(arm, seed)
             scores = evaluate(student, suite, METRICS, seed)
-            results["cells"][key] = {"arm": arm, "seed": seed, **info, "scores": scores}
+            path.write_text(json.dumps({"arm": arm, "seed": seed, **info, "scores": scores}, indent=1))
             print(
                 f"seed {seed} {arm:22s} probe {scores['linear_probe']['mean']:.3f} kNN {scores['knn']['mean']:.3f} "
                 f"few-label {scores['few_label_finetune']['mean']:.3f} ({info['steps']} steps, "
-                f"{info['train_seconds']:.0f} s; total {time.time() - t_all:.0f} s)",
+                f"{info['train_seconds']:.0f} s; this job {time.time() - t_all:.0f} s)",
                 flush=True,
             )
-            out.write_text(json.dumps(results, indent=1))
-    out.write_text(json.dumps(results, indent=1))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """All seeds: in this process (`--jobs 1`) or split over `--jobs` child processes with `--threads` each."""
+    Setup(args)  # the pool and the teacher, once, before any job starts
+    if args.jobs <= 1:
+        run_seeds(args, args.seeds)
+    else:
+        procs = []
+        for j in range(args.jobs):
+            part = args.seeds[j :: args.jobs]
+            if not part:
+                continue
+            seeds = ",".join(map(str, part))
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--seeds", seeds, "--jobs", "1", "--job-only"]
+            procs.append(subprocess.Popen(cmd))
+        if any(p.wait() for p in procs):
+            raise SystemExit("an ablation job failed")
+    return collect(Path(args.work), args)
+
+
+def collect(work: Path, args: argparse.Namespace | None = None) -> dict:
+    cells, refs = {}, {}
+    for path in sorted((work / "cells").glob("*.json")):
+        data = json.loads(path.read_text())
+        if path.stem.startswith("references_"):
+            refs[path.stem.split("_", 1)[1]] = data
+        else:
+            cells[f"{data['arm']}/{data['seed']}"] = data
+    results = {"cells": cells, "references": refs}
+    config_path = work / "config.json"
+    if args is not None:
+        config_path.write_text(json.dumps({k: v for k, v in vars(args).items() if k != "report"}, indent=1))
+    if config_path.is_file():
+        results["config"] = json.loads(config_path.read_text())
     return results
 
 
@@ -230,7 +276,8 @@ def report(results: dict, seeds: list[int]) -> None:
     print(
         f"\nDistillation ablation ({cfg.get('tier')} tier): {cfg.get('image_size')} px, junk pool of "
         f"{cfg.get('pool')}, budget {cfg.get('budget')}, {cfg.get('steps')} steps of batch {cfg.get('batch')}, "
-        f"{len(seeds)} paired seeds, {cfg.get('threads')} threads; held-out tasks: {', '.join(PROBE_TASKS)}"
+        f"{len(seeds)} paired seeds, {cfg.get('jobs')} job(s) of {cfg.get('threads')} thread(s); held-out tasks: "
+        f"{', '.join(PROBE_TASKS)}"
     )
 
     def per_seed(arm: str, metric: str) -> list[float]:
@@ -277,9 +324,10 @@ def main() -> None:
     ap.add_argument("--base-lr", type=float, default=4e-3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0)
-    for key in ("image_size", "pool", "steps", "batch", "threads", "standin_steps", "width"):
+    for key in ("image_size", "pool", "steps", "batch", "threads", "standin_steps", "width", "jobs"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     ap.add_argument("--report", action="store_true", help="only print the tables of the cached results")
+    ap.add_argument("--job-only", action="store_true", help=argparse.SUPPRESS)  # a child of --jobs: no tables
     args = ap.parse_args()
     for key, value in TIERS[args.tier].items():
         if key != "seeds" and getattr(args, key, None) is None:
@@ -288,10 +336,10 @@ def main() -> None:
     args.work = args.work or f"runs/distillation_ablation_{args.tier}"
     fix_threads(args.threads)
     t0 = time.time()
-    if args.report:
-        results = json.loads((Path(args.work) / "results.json").read_text())
-    else:
-        results = run(args)
+    if args.job_only:
+        run_seeds(args, args.seeds)
+        return
+    results = collect(Path(args.work)) if args.report else run(args)
     report(results, args.seeds)
     (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nwhole run {time.time() - t0:.0f} s; per-seed, per-task results: {Path(args.work) / 'results.json'}")
