@@ -1,204 +1,173 @@
-"""Coreset selection at scale: scoring throughput, and selecting 10 % of 1,000,000 synthetic 768-d features.
+"""Coreset stages at scale: samples/s of each stage on `--rows` pool rows on `--device`, and the projection to the
+2.2M-image 3M-US pool (linear in N: every stage is a pass, or a fixed number of passes, over the rows).
 
-1. Scoring throughput on this machine: teacher (USFM, 224px) feature extraction samples/s and proxy-gradient
-   scoring samples/s (TinyUSFM forward/backward), through the same functions the bundle uses.
-2. Selection: 1,000,000 synthetic 768-d vectors (clustered: 200 Gaussian blobs of different sizes) are streamed
-   into a float16 feature store on disk; a child process then runs k-means (k=100), cluster assignment, the
-   distance ranks, the dual fusion with a synthetic quality score and the 10 % quota selection, streaming from
-   disk. Reported: wall time per stage and the child's peak RSS.
-3. A PROJECTION (not a measurement) of the cost for 2.2M images on one GPU, from the paper FLOP counts and
-   stated throughput assumptions.
+Stages (the product code, `distillation.coreset` / `quality` / `features`):
+  features        the teacher (USFM by default, bfloat16 on CUDA) over the decoded uint8 pool, with the thumbnail
+                  signatures in the same pass, written to sharded stores
+  quality         the Quality Rank on the cached features (pseudo-label k-means + proxy MLP epochs, no image pass)
+  near_duplicates kNN inside k-means blocks in the teacher and the signature spaces, connected components
+  clustering      the Distance Rank's k-means (budget / 8 clusters) on one sample per duplicate group
+  selection       quotas, sub-centres, fill
+
+The pool: a junk phantom pool of `--distinct` images at `--image-size`, decoded once to uint8 shards; more rows are
+made by LINKING the same decoded shard file again (the run says so): rows then repeat every `--distinct` rows, so
+near-duplicate groups of that many copies exist, which the selection handles like any other duplicates.
+
+    python benchmarks/coreset_scale.py --device cuda --rows 204800 --image-size 224 --json /tmp/coreset.json
+    python benchmarks/coreset_scale.py --device cpu --rows 2048 --image-size 64 --teacher small   # CPU check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import shutil
-import subprocess
+import logging
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-USFM_GFLOPS = 33.7  # forward, 224px, paper convention (2 x MACs of linear/conv layers)
-TINY_GFLOPS = 2.15
+FULL_POOL = 2_200_000
 
 
-def write_synthetic(root: Path, n: int, dim: int, seed: int = 0, chunk: int = 50_000) -> None:
-    from tinyusfm_monai.distillation.features import FeatureStore
-
-    rng = np.random.default_rng(seed)
-    k = 200
-    centres = rng.normal(size=(k, dim)).astype(np.float32) * 3
-    weights = rng.pareto(1.5, size=k) + 0.05
-    weights /= weights.sum()
-    store = FeatureStore(root)
-    store.init("synthetic", n, dim, 100_000, "float16")
-    for i, (s, e) in enumerate(store.ranges()):
-        out = np.lib.format.open_memmap(store.shard_path(i), mode="w+", dtype=np.float16, shape=(e - s, dim))
-        for a in range(0, e - s, chunk):
-            b = min(a + chunk, e - s)
-            lab = rng.choice(k, size=b - a, p=weights)
-            out[a:b] = centres[lab] + rng.normal(size=(b - a, dim)).astype(np.float32)
-        out.flush()
-        del out
-        store.done_path(i).write_text("{}")
-
-
-def select_child(root: str, k: int, iters: int, budget: float) -> dict:
-    import torch
-
-    from tinyusfm_monai.distillation import coreset as cs
-    from tinyusfm_monai.distillation.features import FeatureStore
-
-    store = FeatureStore(root)
-    t = {}
-    t0 = time.perf_counter()
-    centres = cs.kmeans(store, k, iters=iters, seed=0, chunk_rows=65536)
-    t["kmeans_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    labels, dists = cs.assign(store, centres, chunk_rows=65536)
-    t["assign_s"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    quality = np.random.default_rng(1).normal(size=store.num_samples).astype(np.float32)
-    sel = cs.select("dual", store.num_samples, budget, labels, dists, quality)
-    t["rank_fuse_select_s"] = time.perf_counter() - t2
-    t["total_s"] = time.perf_counter() - t0
-    t["selected"] = int(len(sel.selected))
-    t["clusters_covered"] = int(len(np.unique(labels[sel.selected])))
-    t["clusters"] = int(len(np.unique(labels)))
-    t["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t["threads"] = torch.get_num_threads()
-    return t
-
-
-def scoring_throughput(n: int, img: int) -> dict:
-    import logging
-
-    import torch
-    from PIL import Image
-
-    from tinyusfm_monai.distillation.features import FeatureStore, extract_features, pooled_teacher_embedding
-    from tinyusfm_monai.distillation.model import FrozenTeacher
+def linked_pool(work: Path, rows: int, distinct: int, image_size: int):
+    """A decoded pool of `rows` rows: `distinct` phantom junk-pool images decoded once, the shard linked again."""
+    from tinyusfm_monai.data.phantom import ensure_pool
     from tinyusfm_monai.distillation.pool import build_manifest
-    from tinyusfm_monai.distillation.quality import QualityScorer
-    from tinyusfm_monai.distillation.shards import ensure_pool_images
-    from tinyusfm_monai.networks import USFM, TinyUSFM
+    from tinyusfm_monai.distillation.shards import PoolImages, ensure_pool_images
+
+    distinct = min(distinct, rows)
+    datalist = ensure_pool(cache_dir=work / "pools", junk=True, n=distinct, image_size=image_size, seed=0)
+    manifest = build_manifest([datalist], work / "manifest.json")
+    base = ensure_pool_images(manifest, work / "decoded", image_size=image_size, shard_size=distinct)
+    if rows == distinct:
+        return base, 1
+    store = PoolImages(work / f"linked_{rows}")
+    store.init(f"linked-{base.meta()['pool_hash']}-{rows}", rows, (3, image_size, image_size), distinct, "uint8")
+    source = base.shard_path(0)
+    for i, (s, e) in enumerate(store.ranges()):
+        if store.done_path(i).is_file():
+            continue
+        if e - s == distinct:
+            target = store.shard_path(i)
+            if not target.exists():
+                os.link(source, target) if _same_device(source, target) else os.symlink(source.resolve(), target)
+        else:  # the last, shorter shard: a real (small) copy
+            np.save(store.shard_path(i), np.load(source, mmap_mode="r")[: e - s])
+        store.done_path(i).write_text("{}")
+    return store, rows // distinct
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    return os.stat(a).st_dev == os.stat(b.parent).st_dev
+
+
+def teacher_for(name: str, image_size: int, device: torch.device):
+    from tinyusfm_monai.distillation.model import FrozenTeacher
+    from tinyusfm_monai.distillation.standin import build, small_teacher_def
+    from tinyusfm_monai.networks import USFM
+
+    net = USFM(img_size=image_size, drop_path_rate=0.0) if name == "usfm" else build(small_teacher_def(image_size))
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    return FrozenTeacher(net, None, [], [], device=device, dtype=dtype)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from tinyusfm_monai.distillation import coreset as cs
+    from tinyusfm_monai.distillation.features import FeatureStore, SignatureStore, extract_features
+    from tinyusfm_monai.distillation.quality import quality_scores
 
     logging.disable(logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="tinyusfm_score_"))
-    rng = np.random.default_rng(0)
-    (work / "imgs").mkdir()
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (img, img), dtype=np.uint8)).save(work / "imgs" / f"{i:04d}.png")
-    build_manifest([work / "imgs"], work / "m.json")
-    images = ensure_pool_images(work / "m.json", work / "decoded", image_size=img)
-    teacher = FrozenTeacher(USFM(img_size=img, drop_path_rate=0.0), None, [], [])
-    store = FeatureStore(work / "f")
+    device = torch.device(args.device)
+    work = Path(args.work or tempfile.mkdtemp(prefix="tinyusfm_coreset_scale_"))
     t0 = time.perf_counter()
-    extract_features(images, pooled_teacher_embedding(teacher), 768, store, batch_size=8, shard_size=max(n // 2, 1))
-    feat_s = time.perf_counter() - t0
-    scorer = QualityScorer(work / "q", TinyUSFM(img_size=img), epochs=1, batch_size=8)
-    t1 = time.perf_counter()
-    scorer.run(images, store)
-    quality_s = time.perf_counter() - t1
-    shutil.rmtree(work, ignore_errors=True)
-    return {"features_per_s": n / feat_s, "quality_per_s_per_epoch": n / quality_s, "threads": torch.get_num_threads()}
+    images, copies = linked_pool(work, args.rows, args.distinct, args.image_size)
+    prep_s = time.perf_counter() - t0
+    settings = cs.CoresetSettings(budget=args.budget)
+    teacher = teacher_for(args.teacher, args.image_size, device)
+    seconds: dict[str, float] = {}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    t = time.perf_counter()
+    store, sig_store = FeatureStore(work / "features"), SignatureStore(work / "signatures")
+    extract_features(
+        images, teacher.pooled, teacher.embed_dim, store, args.batch, args.distinct, args.workers, device,
+        "float16", device.type == "cuda", signatures=sig_store,
+    )  # fmt: skip
+    sync()
+    seconds["features"] = time.perf_counter() - t
+    x = cs.prepare_features(cs.load_rows(store, device), settings.center)
+    sig = cs.load_rows(sig_store, device)
+    sync()
+    t = time.perf_counter()
+    quality = quality_scores(x, settings.quality_settings, seed=0).score
+    sync()
+    seconds["quality"] = time.perf_counter() - t
+    t = time.perf_counter()
+    groups, _ = cs.duplicate_groups(x, settings, sig)
+    sync()
+    seconds["near_duplicates"] = time.perf_counter() - t
+    timings: dict[str, float] = {}
+    sel = cs.select(x, len(x), settings, quality, groups, timings=timings)
+    seconds["clustering"], seconds["selection"] = timings["clustering_s"], timings["selection_s"]
+    rates = {k: args.rows / max(v, 1e-9) for k, v in seconds.items()}
+    result = {
+        "rows": args.rows,
+        "budget": args.budget,
+        "stages_per_s": rates,
+        "projected_2p2m_s": sum(FULL_POOL / r for r in rates.values()),
+        "seconds": seconds,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "image_size": args.image_size,
+        "teacher": args.teacher,
+        "distinct_rows": min(args.distinct, args.rows),
+        "linked_copies": copies,
+        "pool_preparation_s": prep_s,
+        "selected": int(len(sel.selected)),
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    }
+    return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--rows", type=int, default=204_800)
+    ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--budget", type=float, default=0.1)
-    ap.add_argument("--score-images", type=int, default=16)
-    ap.add_argument("--work", type=str, default="")
-    ap.add_argument("--child", type=str, default="")
+    ap.add_argument("--distinct", type=int, default=1024, help="distinct decoded images; more rows are links")
+    ap.add_argument("--teacher", choices=("usfm", "small"), default="usfm")
+    ap.add_argument("--batch", type=int, default=0, help="feature batch (default 256 on CUDA, 32 on CPU)")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--work", default="")
+    ap.add_argument("--json", default="")
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(select_child(args.child, args.k, args.iters, args.budget)))
-        return
-    work = Path(args.work or tempfile.mkdtemp(prefix="tinyusfm_coreset_scale_"))
-    score = scoring_throughput(args.score_images, 224) if args.score_images > 0 else None
-    if score:
-        print(f"  scoring measured: {score}", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    store_dir = work / "features"
-    if not (store_dir / "meta.json").is_file():
-        write_synthetic(store_dir, args.n, args.dim)
-    gen_s = time.perf_counter() - t0
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            str(store_dir),
-            "--k",
-            str(args.k),
-            "--iters",
-            str(args.iters),
-            "--budget",
-            str(args.budget),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    size_gb = sum(p.stat().st_size for p in store_dir.glob("*.npy")) / 1e9
+    args.batch = args.batch or (256 if args.device.startswith("cuda") else 32)
+    r = run(args)
     print(
-        f"Coreset selection, {args.n:,} synthetic {args.dim}-d features (float16 on disk, {size_gb:.2f} GB), "
-        f"k={args.k}, {args.iters} Lloyd iterations, budget {args.budget:g}, CPU {r['threads']} threads"
+        f"Coreset stages on {r['rows']:,} pool rows ({r['distinct_rows']:,} distinct decoded images"
+        + (f", the shard linked {r['linked_copies']} times: rows repeat" if r["linked_copies"] > 1 else "")
+        + f"), {r['image_size']} px, teacher {r['teacher']}, {r['device_name']}, budget {r['budget']:g}"
     )
-    print("| stage | time (s) |")
-    print("|---|---|")
-    print(f"| write synthetic store (not part of selection) | {gen_s:.1f} |")
-    for key in ("kmeans_s", "assign_s", "rank_fuse_select_s", "total_s"):
-        print(f"| {key[:-2].replace('_', ' ')} | {r[key]:.1f} |")
+    print("| stage | seconds | samples/s |")
+    print("|---|---|---|")
+    for stage, rate in r["stages_per_s"].items():
+        print(f"| {stage} | {r['seconds'][stage]:.1f} | {rate:,.0f} |")
     print(
-        f"peak RSS of the selecting process: {r['peak_rss_mib']:.0f} MiB (the features alone would be "
-        f"{args.n * args.dim * 4 / 2**20:.0f} MiB in float32); selected {r['selected']:,}, "
-        f"{r['clusters_covered']}/{r['clusters']} clusters covered"
+        f"projected for {FULL_POOL:,} images (LINEAR extrapolation from {r['rows']:,} rows, not measured): "
+        f"{r['projected_2p2m_s'] / 60:.1f} min"
     )
-    if score:
-        print()
-        print(f"Scoring throughput on this CPU ({score['threads']} threads, 224px, random USFM/TinyUSFM weights):")
-        print("| stage | samples/s |")
-        print("|---|---|")
-        print(f"| teacher features (USFM forward) | {score['features_per_s']:.2f} |")
-        print(f"| proxy gradient scoring, per epoch (TinyUSFM fwd+bwd) | {score['quality_per_s_per_epoch']:.2f} |")
-    n = 2_200_000
-    gpu_tflops = 200.0  # ASSUMED sustained bf16 throughput of one H100 on ViT-B inference (~20 % of peak)
-    io_rate = 2500.0  # ASSUMED images/s of JPEG decode + resize with 16 CPU workers feeding the GPU
-    feat = max(n * USFM_GFLOPS * 1e9 / (gpu_tflops * 1e12), n / io_rate)
-    proxy_epochs = 3
-    prox = proxy_epochs * max(n * 3 * TINY_GFLOPS * 1e9 / (gpu_tflops * 1e12), n / io_rate)
-    sel = r["total_s"] * n / args.n
-    print()
-    print("PROJECTION (not measured here, no GPU on this machine) for the 2.2M-image 3M-US pool on one GPU:")
-    print(
-        f"assumptions: {gpu_tflops:.0f} TFLOP/s sustained (AMP), {io_rate:.0f} images/s data loading, "
-        f"USFM {USFM_GFLOPS} GFLOPs/image, TinyUSFM {TINY_GFLOPS} GFLOPs fwd (x3 fwd+bwd), {proxy_epochs} proxy "
-        "epochs, selection scaled linearly from the CPU measurement above (it can stay on CPU)"
-    )
-    print("| stage | projected time |")
-    print("|---|---|")
-    bound = "data loading" if n / io_rate >= feat else "compute"
-    print(f"| teacher features (1 pass) | {feat / 60:.0f} min (bound: {bound}) |")
-    print(f"| proxy gradient epochs ({proxy_epochs}) | {prox / 60:.0f} min |")
-    print(f"| clustering + ranks + selection | {sel / 60:.0f} min |")
-    print(f"| total | {(feat + prox + sel) / 3600:.1f} h; disk for features: {n * 768 * 2 / 1e9:.1f} GB float16 |")
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,283 +1,348 @@
-"""Ablation of the distillation bundle on the ultrasound phantom (CPU, a few minutes).
+"""The distillation ablation: does each part of the method help? One command, prints the tables, writes JSON.
 
-1. Pretrain a small USFM-architecture teacher (supervised, a few hundred steps) on phantom classification tasks,
-   so it has something worth distilling (no real USFM weights exist on these machines).
-2. Select coresets from an unlabelled phantom pool with coreset.json's components (dual rank vs random).
-3. Distil TinyUSFM students with train.json itself (parsed with ConfigParser), each row one config override:
-   (a) vanilla: no teacher (reconstruction only: `distill#feature_weight 0`, `distill#attn_weight 0`)
-   (b) random subset            `coreset_datalist` = random selection
-   (c) dual-rank coreset        (the default recipe)
-   (d) no consistency weighting `consistency#enabled false`
-   (e) spatial-only / frequency-only masks  `masks#frequency_enabled false` / `masks#spatial_enabled false`
-4. Linear-probe each frozen student (pooled 192-d feature, multinomial logistic regression) on held-out phantom
-   tasks that the teacher never saw; print the table (mean test accuracy over tasks).
+Everything runs through the bundle's own configs (ConfigParser over coreset.json and train.json, as
+`monai.bundle run` does), on a junk phantom pool (`data.phantom_junk`: ~36 % blank, dim, saturated, noise, overlay,
+air frames, frozen runs and cine bursts), with a teacher that knows the phantom: the STAND-IN teacher
+(`distillation.standin`, a small USFM-architecture network supervised on phantom mmotu, fetal planes and tn3k; the
+MIM teacher that pretrain.json trains on a CPU does not beat the vanilla student, see benchmarks/teacher_probe.py).
 
-Numbers are whatever they are: the phantom is small, the runs are short, one seed by default (--seeds for more).
+Arms, each a TinyUSFM student trained for the same number of steps (`--steps`, batch 16):
+  vanilla               no teacher: reconstruction only (`distill#feature_weight 0`, `distill#attn_weight 0`), full pool
+  random_teacher        distilled from a randomly initialised teacher of the same architecture, full pool
+  full_pool             distilled from the teacher, whole pool, consistency weighting
+  random_subset         ... on a random subset of `--budget` of the pool (`coreset#strategy random`)
+  coreset               ... on the dual-rank coreset of `--budget` (coreset.json defaults)
+  coreset_no_weighting  coreset without consistency weighting (`consistency#enabled false`)
+  spatial_only          coreset, spatial mask only (`masks#frequency_enabled false`)
+  frequency_only        coreset, frequency mask only (`masks#spatial_enabled false`)
+
+Evaluation on held-out phantom tasks (aul, stmus, uf1990, cubs; fresh images per seed): linear probe and kNN on the
+frozen pooled feature, and a short few-label fine-tune (8 labels per class, 40 steps). Seeds (`--seeds`, >= 5) are
+paired: within a seed every arm shares the pool, the teacher, the probe data, the student's initial weights and the
+mask generator's seed; across seeds they all change except the pool and the teacher. Paired differences get a 95 %
+percentile-bootstrap interval over seeds (each seed's value is its mean over the four tasks). Fixed thread count.
+
+Tiers: `--tier quick` (default; 64 px, 2,000-frame pool, 250 steps, 5 seeds, 2 jobs of 1 thread each: <= 45 min
+on an idle 2-core machine) and `--tier full` (for a GPU: 112 px, 20,000 frames, 3,000 steps of batch 64, 8 seeds).
+Per-seed, per-task results go to `<work>/cells/<arm>_<seed>.json` and all of them to `<work>/results.json`; a rerun
+reuses finished cells.
+
+    nice -n 5 python benchmarks/distillation_ablation.py                 # quick tier, prints the tables
+    python benchmarks/distillation_ablation.py --tier full --device cuda  # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from monai.bundle import ConfigParser  # noqa: E402
+from phantom_eval import METRICS, PROBE_TASKS, evaluate, fix_threads, fmt_ci, paired_ci, probe_suite  # noqa: E402
 
-from tinyusfm_monai.data.phantom import generate_pool, generate_task  # noqa: E402
-from tinyusfm_monai.distillation import coreset as cs  # noqa: E402
-from tinyusfm_monai.distillation.features import FeatureStore, extract_features, pooled_teacher_embedding  # noqa: E402
-from tinyusfm_monai.distillation.model import FrozenTeacher  # noqa: E402
-from tinyusfm_monai.distillation.pool import build_manifest, build_pool_transform, manifest_datalist  # noqa: E402
-from tinyusfm_monai.distillation.quality import QualityScorer, quality_scores  # noqa: E402
-from tinyusfm_monai.networks import TinyUSFM, VisionTransformer  # noqa: E402
+from tinyusfm_monai.distillation.standin import build, small_teacher_def, train_standin_teacher  # noqa: E402
+from tinyusfm_monai.networks import TinyUSFM, load_pretrained  # noqa: E402
 
-TEACHER_TASKS = ["busi_classification", "mmotu_classification", "fetal_planes_classification"]
-PROBE_TASKS = ["aul_classification", "stmus_classification", "uf1990_classification", "cubs_classification"]
-CONFIG = ROOT / "bundles" / "tinyusfm_distillation" / "configs" / "train.json"
+CONFIGS = ROOT / "bundles" / "tinyusfm_distillation" / "configs"
+TIERS = {
+    "quick": dict(
+        image_size=64, pool=2000, steps=250, batch=16, seeds=5, threads=1, jobs=2, standin_steps=600, width=192
+    ),
+    "full": dict(
+        image_size=112, pool=20000, steps=3000, batch=64, seeds=8, threads=8, jobs=1, standin_steps=3000, width=384
+    ),
+}
+ARMS = {
+    "vanilla": {"distill#feature_weight": 0.0, "distill#attn_weight": 0.0},
+    "random_teacher": {"teacher_weights": ""},
+    "full_pool": {},
+    "random_subset": {"@subset": "random"},
+    "coreset": {"@subset": "dual"},
+    "coreset_no_weighting": {"@subset": "dual", "consistency#enabled": False},
+    "spatial_only": {"@subset": "dual", "masks#frequency_enabled": False},
+    "frequency_only": {"@subset": "dual", "masks#spatial_enabled": False},
+}
+EPOCH_LENGTH = 50
+COMPARISONS = [
+    ("full_pool", "vanilla", "distillation vs no teacher"),
+    ("full_pool", "random_teacher", "a teacher that knows the phantom vs a random one"),
+    ("coreset", "random_subset", "coreset vs random subset (same budget)"),
+    ("coreset", "full_pool", "coreset vs full pool (same steps)"),
+    ("coreset", "coreset_no_weighting", "consistency weighting"),
+    ("coreset", "spatial_only", "both masks vs spatial only"),
+    ("coreset", "frequency_only", "both masks vs frequency only"),
+    ("coreset", "vanilla", "the whole method vs no teacher"),
+]
 
 
-def teacher_net(img: int) -> VisionTransformer:
-    # USFM architecture (q/v bias, relative position bias, layer scale), narrower and shallower for CPU
-    return VisionTransformer(
-        img_size=img,
-        embed_dim=192,
-        depth=6,
-        num_heads=6,
-        qv_bias=True,
-        use_abs_pos_emb=False,
-        use_rel_pos_bias=True,
-        init_values=0.1,
+class Setup:
+    """The tier's pool, teacher and configs, prepared once per work folder."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from tinyusfm_monai.data.phantom import ensure_pool
+        from tinyusfm_monai.distillation.pool import build_manifest
+
+        self.args = args
+        self.work = Path(args.work)
+        self.img = args.image_size
+        self.teacher_def = small_teacher_def(self.img, args.width, 6, args.width // 32)
+        datalist = ensure_pool(cache_dir=self.work / "pools", junk=True, n=args.pool, image_size=self.img, seed=3)
+        self.manifest = self.work / "pool_manifest.json"
+        if not self.manifest.is_file():
+            build_manifest([datalist], self.manifest)
+        self.datalist = datalist
+        self.teacher = self.work / "teacher_standin.pth"
+        if not self.teacher.is_file():
+            t0 = time.time()
+            train_standin_teacher(
+                self.teacher, self.img, args.standin_steps, definition=self.teacher_def, device=args.device
+            )
+            print(f"stand-in teacher trained in {time.time() - t0:.0f} s", flush=True)
+
+    def base(self, seed: int) -> dict:
+        return {
+            "image_size": self.img,
+            "phantom_pool_size": 0,
+            "dataset_dir": str(self.datalist),
+            "manifest": str(self.manifest),
+            "pool_images#out_dir": str(self.work / "pool_images"),
+            "teacher_def": self.teacher_def,
+            "teacher_weights": str(self.teacher),
+            "seed": seed,
+            "device": f"$torch.device('{self.args.device}')",
+            "amp": self.args.device.startswith("cuda"),
+            "num_workers": self.args.workers,
+        }
+
+    def subset(self, strategy: str, seed: int) -> str:
+        """The coreset (or random subset) datalist of this seed, made by coreset.json."""
+        from monai.bundle import ConfigParser
+        from monai.utils import set_determinism
+
+        out = self.work / f"seed{seed}" / f"coreset_{strategy}"
+        datalist = out / "coreset_datalist.json"
+        if datalist.is_file():
+            return str(datalist)
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "coreset.json"))
+        parser.update(
+            {
+                **self.base(seed),
+                "bundle_root": str(self.work / f"seed{seed}"),
+                "coreset_dir": str(out),
+                "coreset#strategy": strategy,
+                "coreset#budget": self.args.budget,
+                "coreset#batch_size": 128,
+            }
+        )
+        set_determinism(seed)
+        result = parser.get_parsed_content("coreset_selector").run()
+        if result.get("diagnostics"):
+            (out / "diagnostics_summary.txt").write_text(result["diagnostics"]["text"])
+        return str(datalist)
+
+    def train(self, arm: str, seed: int) -> tuple[torch.nn.Module, dict]:
+        from monai.bundle import ConfigParser
+        from monai.utils import set_determinism
+
+        overrides = dict(ARMS[arm])
+        subset = overrides.pop("@subset", None)
+        datalist = self.subset(subset, seed) if subset else ""
+        n_items = len(json.loads(Path(datalist).read_text())["training"]) if datalist else self.args.pool
+        epoch_length = min(EPOCH_LENGTH, self.args.steps)  # fixed "epochs" of 50 steps: every arm the same steps
+        epochs = max(1, math.ceil(self.args.steps / epoch_length))
+        total = epochs * epoch_length
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.json"))
+        parser.update(
+            {
+                **self.base(seed),
+                "bundle_root": str(self.work / f"seed{seed}" / arm),
+                "resume": False,
+                "coreset_datalist": datalist,
+                "distill#teacher_layers": [1, 3, 5],  # the 6-block teacher's blocks matched to student 3, 7, 11
+                "distill#teacher_attn_layers": [5],
+                "batch_size": self.args.batch,
+                "base_lr": self.args.base_lr,
+                "max_epochs": epochs,
+                "train#trainer#epoch_length": epoch_length,
+                "lr_scheduler#t_total": total,
+                "lr_scheduler#warmup_steps": int(0.1 * total),
+                # the diagnostics handler only (no checkpoint, export, logging): rank0_handlers[2]
+                "train#trainer#train_handlers": "$@train#handlers[1:] + [@train#rank0_handlers#2]",
+                **overrides,
+            }
+        )
+        set_determinism(seed)
+        t0 = time.time()
+        trainer = parser.get_parsed_content("train#trainer")
+        trainer.run()
+        diag = parser.get_parsed_content("train#rank0_handlers#2").history
+        info = {"steps": trainer.state.iteration, "train_seconds": time.time() - t0, "data": n_items}
+        info["consistency"] = diag[-1] if diag else None
+        return parser.get_parsed_content("network").cpu(), info
+
+
+def _cell_path(work: Path, name: str) -> Path:
+    return work / "cells" / f"{name}.json"
+
+
+def run_seeds(args: argparse.Namespace, seeds: list[int]) -> None:
+    """Train and evaluate every arm of `seeds` in this process; each finished cell is its own JSON file (so
+    parallel jobs never write the same file and a rerun skips what is done)."""
+    setup = Setup(args)
+    work = Path(args.work)
+    arms = [a for a in args.arms.split(",") if a]
+    t_all = time.time()
+    for seed in seeds:
+        suite = probe_suite(setup.img, 100 + seed)
+        ref_path = _cell_path(work, f"references_{seed}")
+        if not ref_path.is_file():
+            torch.manual_seed(seed)
+            teacher = build(setup.teacher_def)
+            load_pretrained(teacher, setup.teacher)
+            torch.manual_seed(seed)
+            refs = {
+                "teacher (stand-in)": evaluate(teacher, suite, ("linear_probe", "knn"), seed),
+                "random-init student": evaluate(TinyUSFM(img_size=setup.img), suite, METRICS, seed),
+            }
+            ref_path.parent.mkdir(parents=True, exist_ok=True)
+            ref_path.write_text(json.dumps(refs, indent=1))
+        for arm in arms:
+            path = _cell_path(work, f"{arm}_{seed}")
+            if path.is_file():
+                continue
+            student, info = setup.train(arm, seed)
+            scores = evaluate(student, suite, METRICS, seed)
+            path.write_text(json.dumps({"arm": arm, "seed": seed, **info, "scores": scores}, indent=1))
+            print(
+                f"seed {seed} {arm:22s} probe {scores['linear_probe']['mean']:.3f} kNN {scores['knn']['mean']:.3f} "
+                f"few-label {scores['few_label_finetune']['mean']:.3f} ({info['steps']} steps, "
+                f"{info['train_seconds']:.0f} s; this job {time.time() - t_all:.0f} s)",
+                flush=True,
+            )
+
+
+def run(args: argparse.Namespace) -> dict:
+    """All seeds: in this process (`--jobs 1`) or split over `--jobs` child processes with `--threads` each."""
+    Setup(args)  # the pool and the teacher, once, before any job starts
+    if args.jobs <= 1:
+        run_seeds(args, args.seeds)
+    else:
+        procs = []
+        for j in range(args.jobs):
+            part = args.seeds[j :: args.jobs]
+            if not part:
+                continue
+            seeds = ",".join(map(str, part))
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--seeds", seeds, "--jobs", "1", "--job-only"]
+            procs.append(subprocess.Popen(cmd))
+        if any(p.wait() for p in procs):
+            raise SystemExit("an ablation job failed")
+    return collect(Path(args.work), args)
+
+
+def collect(work: Path, args: argparse.Namespace | None = None) -> dict:
+    cells, refs = {}, {}
+    for path in sorted((work / "cells").glob("*.json")):
+        data = json.loads(path.read_text())
+        if path.stem.startswith("references_"):
+            refs[path.stem.split("_", 1)[1]] = data
+        else:
+            cells[f"{data['arm']}/{data['seed']}"] = data
+    results = {"cells": cells, "references": refs}
+    config_path = work / "config.json"
+    if args is not None:
+        config_path.write_text(json.dumps({k: v for k, v in vars(args).items() if k != "report"}, indent=1))
+    if config_path.is_file():
+        results["config"] = json.loads(config_path.read_text())
+    return results
+
+
+def report(results: dict, seeds: list[int]) -> None:
+    cells = results["cells"]
+    arms = [a for a in ARMS if all(f"{a}/{s}" in cells for s in seeds)]
+    cfg = results.get("config", {})
+    print(
+        f"\nDistillation ablation ({cfg.get('tier')} tier): {cfg.get('image_size')} px, junk pool of "
+        f"{cfg.get('pool')}, budget {cfg.get('budget')}, {cfg.get('steps')} steps of batch {cfg.get('batch')}, "
+        f"{len(seeds)} paired seeds, {cfg.get('jobs')} job(s) of {cfg.get('threads')} thread(s); held-out tasks: "
+        f"{', '.join(PROBE_TASKS)}"
     )
 
+    def per_seed(arm: str, metric: str) -> list[float]:
+        return [cells[f"{arm}/{s}"]["scores"][metric]["mean"] for s in seeds]
 
-def load_split(datalist: Path, split: str, transform) -> tuple[torch.Tensor, torch.Tensor]:
-    data = json.loads(datalist.read_text())
-    items = data[split]
-    xs = torch.stack([transform({"image": str(datalist.parent / it["image"]), "frame": -1})["image"] for it in items])
-    ys = torch.tensor([int(it["label"]) for it in items])
-    return xs, ys
-
-
-def pretrain_teacher(img: int, work: Path, steps: int, transform) -> VisionTransformer:
-    torch.manual_seed(0)
-    net = teacher_net(img)
-    data = []
-    for t in TEACHER_TASKS:
-        dl = generate_task(t, work / "teacher" / t, n_train=96, n_val=0, n_test=0, image_size=img, seed=1)
-        data.append(load_split(dl, "training", transform))
-    heads = torch.nn.ModuleList([torch.nn.Linear(net.embed_dim, int(y.max()) + 1) for _, y in data])
-    opt = torch.optim.AdamW(list(net.parameters()) + list(heads.parameters()), lr=5e-4, weight_decay=0.05)
-    g = torch.Generator().manual_seed(0)
-    for step in range(steps):
-        loss = 0.0
-        for (x, y), head in zip(data, heads):
-            idx = torch.randint(len(x), (16,), generator=g)
-            xb = x[idx].flip(-1) if step % 2 else x[idx]
-            loss = loss + F.cross_entropy(head(net(xb)), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    return net
-
-
-def linear_probe(features_tr, y_tr, features_te, y_te, epochs: int = 300) -> float:
-    mu, sd = features_tr.mean(0), features_tr.std(0) + 1e-6
-    a, b = (features_tr - mu) / sd, (features_te - mu) / sd
-    w = torch.zeros(a.shape[1], int(y_tr.max()) + 1, requires_grad=True)
-    bias = torch.zeros(int(y_tr.max()) + 1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, bias], lr=0.5, max_iter=epochs)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(a @ w + bias, y_tr) + 1e-3 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(((b @ w + bias).argmax(1) == y_te).float().mean())
-
-
-@torch.no_grad()
-def embed(model, x: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i : i + 64]) for i in range(0, len(x), 64)])
-
-
-def probe_suite(img: int, work: Path, transform) -> list[tuple]:
-    suite = []
-    for t in PROBE_TASKS:
-        dl = generate_task(t, work / "probe" / t, n_train=80, n_val=0, n_test=60, image_size=img, seed=2)
-        suite.append((t, load_split(dl, "training", transform), load_split(dl, "test", transform)))
-    return suite
-
-
-def probe(model, suite) -> float:
-    accs = [linear_probe(embed(model, xtr), ytr, embed(model, xte), yte) for _, (xtr, ytr), (xte, yte) in suite]
-    return float(np.mean(accs))
-
-
-def select_coresets(teacher, items, pool_hash, work: Path, img: int, budget: float, transform, seed: int):
-    store = FeatureStore(work / "features")
-    extract_features(
-        items,
-        pool_hash,
-        pooled_teacher_embedding(teacher),
-        teacher.embed_dim,
-        store,
-        transform,
-        batch_size=32,
-        shard_size=128,
-    )
-    scorer = QualityScorer(work / "quality", TinyUSFM(img_size=img), epochs=3, lr=3e-4, batch_size=32, seed=seed)
-    scorer.run(items, store, transform)
-    quality = quality_scores(scorer.gradients(store))
-    centres = cs.kmeans(store, 8, iters=15, seed=seed)
-    labels, dists = cs.assign(store, centres)
-    out = {}
-    for strategy in ("random", "dual"):
-        sel = cs.select(strategy, len(items), budget, labels, dists, quality, seed=seed)
-        path = work / f"coreset_{strategy}.json"
-        path.write_text(json.dumps({"training": [items[i] for i in sel.selected]}))
-        out[strategy] = path
-    return out
-
-
-def distil(overrides: dict, work: Path, name: str, seed: int) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(CONFIG))
-    parser.update({"bundle_root": str(work / name), "resume": False, "seed": seed, **overrides})
-    from monai.utils import set_determinism
-
-    set_determinism(seed)
-    trainer = parser.get_parsed_content("train#trainer")
-    trainer.logger.setLevel("WARNING")
-    trainer.run()
-    return parser.get_parsed_content("network")
+    print("| arm | linear probe | kNN | few-label fine-tune | consistency ESS (junk AUROC) | train s |")
+    print("|---|---|---|---|---|---|")
+    for name in ("teacher (stand-in)", "random-init student"):
+        refs = [results["references"][str(s)][name] for s in seeds if str(s) in results["references"]]
+        vals = [f"{np.mean([r[m]['mean'] for r in refs]):.3f}" if refs and m in refs[0] else "–" for m in METRICS]
+        print(f"| *{name}* | " + " | ".join(vals) + " | – | – |")
+    for arm in arms:
+        vals = [per_seed(arm, m) for m in METRICS]
+        cons = [cells[f"{arm}/{s}"].get("consistency") for s in seeds]
+        cons = [c for c in cons if c]
+        ess = (
+            f"{np.mean([c['ess'] for c in cons]):.2f} ({np.mean([c.get('junk_auroc', np.nan) for c in cons]):.2f})"
+            if cons
+            else "–"
+        )
+        secs = np.mean([cells[f"{arm}/{s}"]["train_seconds"] for s in seeds])
+        print(
+            f"| {arm} | " + " | ".join(f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in vals) + f" | {ess} | {secs:.0f} |"
+        )
+    print("\nPaired differences, 95 % bootstrap CI over seeds (* = excludes 0)")
+    print("| comparison | what it tests | linear probe | kNN | few-label fine-tune |")
+    print("|---|---|---|---|---|")
+    summary = {}
+    for a, b, what in COMPARISONS:
+        if a in arms and b in arms:
+            cis = {m: paired_ci(per_seed(a, m), per_seed(b, m)) for m in METRICS}
+            summary[f"{a} - {b}"] = cis
+            print(f"| {a} − {b} | {what} | " + " | ".join(fmt_ci(cis[m]) for m in METRICS) + " |")
+    results["comparisons"] = summary
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--pool", type=int, default=480)
+    ap.add_argument("--tier", choices=sorted(TIERS), default="quick")
+    ap.add_argument("--work", default="")
+    ap.add_argument("--seeds", default="", help="comma-separated (default: 0..n-1 of the tier)")
+    ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--budget", type=float, default=0.25)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--teacher-steps", type=int, default=300)
-    ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument(
-        "--work",
-        type=str,
-        default="",
-        help="work folder; an existing one reuses the teacher, the feature store and the gradient records",
-    )
-    ap.add_argument("--rows", type=str, default="init,a,b,c,d,e1,e2", help="comma-separated subset of rows to run")
+    ap.add_argument("--base-lr", type=float, default=4e-3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", type=int, default=0)
+    for key in ("image_size", "pool", "steps", "batch", "threads", "standin_steps", "width", "jobs"):
+        ap.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
+    ap.add_argument("--report", action="store_true", help="only print the tables of the cached results")
+    ap.add_argument("--job-only", action="store_true", help=argparse.SUPPRESS)  # a child of --jobs: no tables
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    work = Path(args.work or tempfile.mkdtemp(prefix="tinyusfm_ablation_"))
-    img = args.image_size
-    transform = build_pool_transform(img)
+    for key, value in TIERS[args.tier].items():
+        if key != "seeds" and getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(range(TIERS[args.tier]["seeds"]))
+    args.work = args.work or f"runs/distillation_ablation_{args.tier}"
+    fix_threads(args.threads)
     t0 = time.time()
-    teacher_path = work / "teacher.pth"
-    if teacher_path.is_file():
-        teacher = teacher_net(img)
-        teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
-        teacher.eval()
-        print(f"teacher reused from {teacher_path}", flush=True)
-    else:
-        teacher = pretrain_teacher(img, work, args.teacher_steps, transform)
-        torch.save(teacher.state_dict(), teacher_path)
-        print(f"teacher pretrained in {time.time() - t0:.0f}s", flush=True)
-    wanted = set(args.rows.split(","))
-    pool_dl = work / "pool" / "datalist.json"
-    if not pool_dl.is_file():
-        pool_dl = generate_pool(work / "pool", n=args.pool, image_size=img, seed=3)
-    manifest = build_manifest([pool_dl], work / "pool_manifest.json")
-    items = manifest_datalist(manifest)
-    pool_hash = json.loads(manifest.read_text())["pool_hash"]
-    suite = probe_suite(img, work, transform)
-    frozen = FrozenTeacher(teacher_net(img), str(teacher_path), feature_layers=[1, 3, 5], attn_layers=[5])
-    teacher_def = {
-        "_target_": "tinyusfm_monai.networks.VisionTransformer",
-        "img_size": img,
-        "embed_dim": 192,
-        "depth": 6,
-        "num_heads": 6,
-        "qv_bias": True,
-        "use_abs_pos_emb": False,
-        "use_rel_pos_bias": True,
-        "init_values": 0.1,
-    }
-    base = {
-        "image_size": img,
-        "phantom_pool_size": 0,
-        "dataset_dir": str(pool_dl.parent),
-        "manifest": str(manifest),
-        "teacher_def": teacher_def,
-        "teacher_weights": str(teacher_path),
-        "distill#student_layers": [3, 7, 11],
-        "distill#teacher_layers": [1, 3, 5],
-        "distill#student_attn_layers": [11],
-        "distill#teacher_attn_layers": [5],
-        "max_epochs": args.epochs,
-        "batch_size": 16,
-        "base_lr": 0.004,
-        "train#trainer#train_handlers": "$@train#handlers[2:3]",
-    }
-    rows: dict[str, list[float]] = {}
-    t_sel = time.time()
-    for seed in range(args.seeds):
-        coresets = select_coresets(frozen, items, pool_hash, work / f"sel{seed}", img, args.budget, transform, seed)
-        if seed == 0:
-            print(f"coresets selected in {time.time() - t_sel:.0f}s", flush=True)
-        dual = str(coresets["dual"])
-        variants = [
-            ("random init (no pretraining)", None),
-            (
-                "(a) vanilla: reconstruction only, no teacher",
-                {"coreset_datalist": dual, "distill#feature_weight": 0.0, "distill#attn_weight": 0.0},
-            ),
-            ("(b) distilled, random subset", {"coreset_datalist": str(coresets["random"])}),
-            ("(c) distilled, dual-rank coreset", {"coreset_datalist": dual}),
-            ("(d) (c) without consistency weighting", {"coreset_datalist": dual, "consistency#enabled": False}),
-            ("(e1) (c) spatial mask only", {"coreset_datalist": dual, "masks#frequency_enabled": False}),
-            ("(e2) (c) frequency mask only", {"coreset_datalist": dual, "masks#spatial_enabled": False}),
-        ]
-        for name, override in variants:
-            key = "init" if override is None else name.split()[0].strip("()")
-            if key not in wanted:
-                continue
-            t = time.time()
-            if override is None:
-                torch.manual_seed(seed)
-                model = TinyUSFM(img_size=img)
-            else:
-                model = distil({**base, **override}, work / f"runs{seed}", name.split()[0].strip("()"), seed)
-            acc = probe(model, suite)
-            rows.setdefault(name, []).append(acc)
-            print(f"  seed {seed} {name}: probe acc {acc:.3f} ({time.time() - t:.0f}s)", flush=True)
-    teacher_acc = probe(teacher, suite)
-    print()
-    print(
-        f"Linear probe on held-out phantom tasks ({', '.join(PROBE_TASKS)}), image {img}px, pool {args.pool}, "
-        f"budget {args.budget:g}, {args.epochs} distillation epochs, {args.seeds} seed(s); total "
-        f"{time.time() - t0:.0f}s"
-    )
-    print(f"| {'student':<48} | mean test accuracy |")
-    print(f"|{'-' * 50}|{'-' * 20}|")
-    for name, accs in rows.items():
-        spread = f" ± {np.std(accs):.3f}" if len(accs) > 1 else ""
-        print(f"| {name:<48} | {np.mean(accs):.3f}{spread:<13} |")
-    print(f"| {'teacher (small USFM-architecture, supervised)':<48} | {teacher_acc:.3f}{'':<13} |")
+    if args.job_only:
+        run_seeds(args, args.seeds)
+        return
+    results = collect(Path(args.work)) if args.report else run(args)
+    report(results, args.seeds)
+    (Path(args.work) / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nwhole run {time.time() - t0:.0f} s; per-seed, per-task results: {Path(args.work) / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -12,14 +12,26 @@ import torch
 from PIL import Image
 
 from tinyusfm_monai.distillation import coreset as cs
-from tinyusfm_monai.distillation.consistency import ConsistencyWeighting
+from tinyusfm_monai.distillation.consistency import (
+    ConsistencyWeighting,
+    batch_percentile,
+    effective_sample_size,
+    token_spread,
+)
 from tinyusfm_monai.distillation.engine import loss_terms
 from tinyusfm_monai.distillation.features import FeatureStore, extract_features
-from tinyusfm_monai.distillation.losses import DistillationLoss, patchify
-from tinyusfm_monai.distillation.masks import DomainMasker, FrequencyMask, SpatialMask, build_masker
+from tinyusfm_monai.distillation.losses import DistillationLoss, _token_weights, patchify
+from tinyusfm_monai.distillation.masks import (
+    DomainMasker,
+    FrequencyMask,
+    SpatialMask,
+    build_masker,
+    radial_frequency,
+    ring_index,
+)
 from tinyusfm_monai.distillation.model import DistillationModel, FrozenTeacher
 from tinyusfm_monai.distillation.pool import build_manifest, manifest_datalist, pool_indices
-from tinyusfm_monai.distillation.quality import per_sample_head_grad_norm, quality_scores
+from tinyusfm_monai.distillation.quality import last_layer_grad_norm
 from tinyusfm_monai.distillation.shards import PoolImageDataset, ensure_pool_images, normalize_on_device
 from tinyusfm_monai.networks import TinyUSFM, VisionTransformer
 from tinyusfm_monai.transforms.pipelines import build_pool_transform
@@ -55,27 +67,40 @@ def write_pngs(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Path
 # ---- masks ---------------------------------------------------------------------------------------------------
 
 
-def test_spatial_mask_ratio_and_fill():
+def test_spatial_mask_ratio_and_fills():
     x = torch.randn(3, 3, 64, 64)
     masked, mask = SpatialMask(patch_size=16, ratio=0.5, fill="zero")(x)
     assert mask.shape == (3, 4, 4) and mask.flatten(1).sum(1).tolist() == [8, 8, 8]
     pixel = mask.repeat_interleave(16, 1).repeat_interleave(16, 2).unsqueeze(1).expand_as(x)
     assert torch.equal(masked[~pixel], x[~pixel]) and torch.all(masked[pixel] == 0)
+    # USFM's noise *addition* (the default): the content stays under the noise, it is not replaced
+    g = torch.Generator().manual_seed(0)
+    added, mask = SpatialMask(patch_size=16, ratio=0.5, noise_std=0.5)(x, g)
+    pixel = mask.repeat_interleave(16, 1).repeat_interleave(16, 2).unsqueeze(1).expand_as(x)
+    assert torch.equal(added[~pixel], x[~pixel])
+    assert torch.corrcoef(torch.stack((added[pixel], x[pixel])))[0, 1] > 0.85  # replaced noise would give ~0
+    replaced, _ = SpatialMask(patch_size=16, ratio=0.5, fill="noise")(x, torch.Generator().manual_seed(0))
+    assert torch.corrcoef(torch.stack((replaced[pixel], x[pixel])))[0, 1].abs() < 0.1
     with pytest.raises(ValueError):
         SpatialMask(fill="blur")
 
 
-def test_frequency_mask_stops_rings_keeps_mean():
-    x = torch.randn(2, 3, 32, 32)
-    fm = FrequencyMask(num_bands=4, ratio=0.5)
-    out, stop = fm(x)
-    assert stop.shape == (2, 32, 32) and not stop[:, 0, 0].any()
+def test_frequency_mask_never_stops_the_low_ring_and_rings_end_at_nyquist():
+    x = torch.randn(64, 3, 32, 32)
+    fm = FrequencyMask(num_bands=8, ratio=0.5, protect_low_bands=1)
+    out, stop = fm(x, torch.Generator().manual_seed(0))
+    ring = ring_index(32, 32, 8)
+    assert not stop[:, ring == 0].any()  # the low-frequency core is kept in every draw
+    assert stop.any() and stop[:, ring == 7].any()
+    assert ring[radial_frequency(32, 32) > 1].eq(7).all()  # corners (beyond Nyquist) join the last ring
+    assert set(ring[stop.any(0)].unique().tolist()) == set(range(1, 8))  # every other ring is stopped sometimes
     assert torch.allclose(out.mean((2, 3)), x.mean((2, 3)), atol=1e-5)  # DC kept
     spectrum = torch.fft.fft2(out)
     assert spectrum.abs()[stop.unsqueeze(1).expand_as(spectrum)].max() < 1e-3  # stopped bins are empty
-    # explicit band: everything above half Nyquist removed = a low-pass image
-    low, stop = FrequencyMask(bands=[[0.5, 2.0]])(x)
-    assert stop[0].equal(stop[1]) and (low - x).abs().mean() > 0
+    low, stop = FrequencyMask(bands=[[0.5, 2.0]])(x[:2])  # explicit band: everything above half Nyquist
+    assert stop[0].equal(stop[1]) and (low - x[:2]).abs().mean() > 0
+    with pytest.raises(ValueError):
+        FrequencyMask(num_bands=4, protect_low_bands=4)
 
 
 def test_masker_ablations():
@@ -90,21 +115,62 @@ def test_masker_ablations():
 # ---- consistency ---------------------------------------------------------------------------------------------
 
 
-def test_consistency_weights_and_schedule():
-    cw = ConsistencyWeighting(schedule="constant", mapping="softmax", temperature=0.1)
+def test_rank_mapping_keeps_the_signal_whatever_the_cosines():
+    """The rank mapping's weights follow the order of the cosines, have mean 1 and an ESS >= 0.85 of the batch even
+    when one image's cosine is extreme (the softmax over the batch at T 0.1 collapses onto a few images)."""
+    cos = torch.rand(16, generator=torch.Generator().manual_seed(0)) * 0.2
+    cos[3] = 1.0  # an outlier
+    rank = ConsistencyWeighting(schedule="constant").raw_weights(cos)
+    assert torch.equal(rank.argsort(), cos.argsort()) and torch.isclose(rank.mean(), torch.tensor(1.0))
+    assert float(effective_sample_size(rank)) > 0.85 and float(rank.min()) > 0.3
+    soft = ConsistencyWeighting(schedule="constant", mapping="softmax", temperature=0.1).raw_weights(cos)
+    assert float(effective_sample_size(soft)) < 0.6
+    ties = batch_percentile(torch.tensor([[0.5, 0.5, 0.1]]))
+    assert ties[0, 0] == ties[0, 1] and ties[0, 2] == 0
+
+
+def test_consistency_readings_and_schedule():
+    cw = ConsistencyWeighting(schedule="constant")
     h = torch.randn(4, 5, 8)
-    same = cw(h, h.clone(), 0.5)
-    assert torch.allclose(same, torch.ones(4))  # identical views: uniform
     other = h.clone()
     other[0] = -other[0]  # image 0: the two views disagree
-    w = cw(h, other, 0.5)
-    assert w[0] < w[1:].min() and torch.isclose(w.mean(), torch.tensor(1.0))
-    assert ConsistencyWeighting(enabled=False)(h, other, 0.5) is None
-    assert cw(h, None, 0.5) is None  # single-view ablation: no weighting possible
+    w = cw({"spatial": h, "frequency": other}, 0.5)
+    assert w.shape == (1, 4) and w[0, 0] < w[0, 1:].min() and torch.isclose(w.mean(), torch.tensor(1.0))
+    assert ConsistencyWeighting(enabled=False)({"spatial": h, "frequency": other}, 0.5) is None
+    assert cw({"spatial": h}, 0.5) is None  # single-view ablation: no weighting possible
     ramp = ConsistencyWeighting(schedule="linear", ramp_fraction=0.5)
     assert ramp.strength(0.0) == 0 and ramp.strength(0.25) == 0.5 and ramp.strength(0.9) == 1
-    assert torch.allclose(ramp(h, other, 0.0), torch.ones(4))  # start of training: uniform
-    assert ConsistencyWeighting(granularity="token")(h, other, 1.0).shape == (4, 4)
+    assert torch.allclose(ramp({"spatial": h, "frequency": other}, 0.0), torch.ones(1, 4))
+    assert ConsistencyWeighting(granularity="token")({"spatial": h, "frequency": other}, 1.0).shape == (1, 4, 4)
+    clean = ConsistencyWeighting(reading="clean", schedule="constant")
+    freq = h.clone()
+    freq[2] = -freq[2]
+    w = clean({"spatial": other, "frequency": freq, "clean": h}, 1.0)  # one weight per view
+    assert w.shape == (2, 4) and w[0].argmin() == 0 and w[1].argmin() == 2
+
+
+def test_token_spread_content_turns_the_weight_of_an_empty_frame_down():
+    """A content-free frame is represented most consistently (nothing for a mask to destroy): consistency alone
+    gives it the top weight; with content "token_spread" its identical tokens put it at the bottom."""
+    g = torch.Generator().manual_seed(0)
+    spa = torch.randn(8, 5, 16, generator=g)
+    freq = spa + 0.5 * torch.randn(8, 5, 16, generator=g)
+    spa[0] = freq[0] = torch.ones(5, 16)  # the empty frame: every token the same, views identical
+    views = {"spatial": spa, "frequency": freq}
+    alone = ConsistencyWeighting(schedule="constant")(views, 1.0)[0]
+    both = ConsistencyWeighting(schedule="constant", content="token_spread")(views, 1.0)[0]
+    assert alone.argmax() == 0 and both.argmin() == 0
+    assert float(effective_sample_size(both)) > 0.85
+    assert token_spread(spa)[0] < 1e-6 < token_spread(spa)[1:].min()
+
+
+def test_token_weights_follow_the_stacked_views():
+    one = torch.tensor([[1.0, 3.0]])  # one row for every view
+    assert _token_weights(one, 2, 3).tolist() == [[1.0] * 3, [3.0] * 3, [1.0] * 3, [3.0] * 3]
+    per_view = torch.tensor([[1.0, 3.0], [2.0, 4.0]])
+    assert _token_weights(per_view, 2, 2)[:, 0].tolist() == [1.0, 3.0, 2.0, 4.0]
+    with pytest.raises(ValueError):
+        _token_weights(per_view, 3, 2)
 
 
 # ---- losses / model ------------------------------------------------------------------------------------------
@@ -156,7 +222,7 @@ def test_distillation_model_and_loss(teacher):
     terms["loss"].backward()
     assert student.patch_embed.proj.weight.grad is not None
     assert all(p.grad is None for p in teacher.network.parameters())
-    weighted = loss(s, t, x, ["spatial", "frequency"], masks, torch.tensor([2.0, 0.0]))
+    weighted = loss(s, t, x, ["spatial", "frequency"], masks, torch.tensor([[2.0, 0.0]]))
     assert not torch.isclose(weighted["feature"], terms["feature"])
     assert torch.isclose(weighted["recon"], terms["recon"])  # reconstruction is never teacher-weighted
 
@@ -253,86 +319,26 @@ def test_feature_shards_resume_and_ranks(tmp_path):
         other.init("another-pool", 7, 12, 3, "float16")
 
 
-def _synthetic_store(tmp_path: Path, sizes=(60, 30, 6), dim=8, seed=0) -> tuple[FeatureStore, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(len(sizes), dim)) * 10
-    x = np.concatenate([c + rng.normal(size=(n, dim)) for c, n in zip(centres, sizes)]).astype(np.float32)
-    truth = np.repeat(np.arange(len(sizes)), sizes)
-    store = FeatureStore(tmp_path / "syn")
-    store.init("syn", len(x), dim, 40, "float32")
-    for i, (s, e) in enumerate(store.ranges()):
-        np.save(store.shard_path(i), x[s:e])
-        store.done_path(i).write_text("{}")
-    return store, truth
-
-
-def test_kmeans_quotas_and_strategies(tmp_path):
-    store, truth = _synthetic_store(tmp_path)
-    centres = cs.kmeans(store, 3, iters=20, normalize=False, chunk_rows=32)
-    labels, dists = cs.assign(store, centres, normalize=False, chunk_rows=32)
-    # clusters recovered up to relabelling
-    assert all(len(set(labels[truth == c])) == 1 for c in range(3)) and len(set(labels)) == 3
-    quotas = cs.cluster_quotas(np.array([60, 30, 6]), 10, min_per_cluster=2)
-    assert quotas.sum() == 10 and quotas.min() >= 2
-    quality = np.random.default_rng(1).normal(size=len(truth)).astype(np.float32)
-    for strategy in cs.STRATEGIES:
-        sel = cs.select(strategy, len(truth), 0.1, labels, dists, quality, min_per_cluster=1)
-        assert len(sel.selected) == 10 == sel.budget and len(set(sel.selected.tolist())) == 10
-        if strategy in ("distance", "dual"):
-            assert set(truth[sel.selected]) == {0, 1, 2}  # the 6-sample cluster stays covered
-    # distance strategy takes the samples closest to their centre
-    sel = cs.select("distance", len(truth), 0.1, labels, dists, None)
-    in_small = sel.selected[truth[sel.selected] == 2]
-    assert dists[in_small].max() <= np.sort(dists[truth == 2])[len(in_small) - 1]
-    with pytest.raises(ValueError):
-        cs.select("dual", len(truth), 0.1, labels, dists, None)
-    assert cs.resolve_budget(0.1, 1000) == 100 and cs.resolve_budget(25, 1000) == 25
-
-
-def test_percentile_rank_within_groups():
-    score = np.array([3.0, 1.0, 2.0, 10.0, 5.0])
-    groups = np.array([0, 0, 0, 1, 1])
-    assert cs.percentile_rank(score, groups).tolist() == pytest.approx([2 / 3, 0, 1 / 3, 0.5, 0.0])
-    assert cs.percentile_rank(score, None, ascending=False)[3] == 0
-
-
 def test_head_gradient_norm_is_exact():
     head = torch.nn.Linear(6, 4)
-    h, t = torch.randn(3, 6), torch.randn(3, 4)
-    y = head(h)
-    closed = per_sample_head_grad_norm(h, y, t)
+    h, t = torch.randn(3, 6), torch.tensor([0, 3, 1])
+    closed = last_layer_grad_norm(h, head(h), t)
     for i in range(3):
         head.zero_grad()
-        (head(h[i : i + 1]) - t[i : i + 1]).pow(2).mean().backward()
+        torch.nn.functional.cross_entropy(head(h[i : i + 1]), t[i : i + 1]).backward()
         g = torch.cat([head.weight.grad.flatten(), head.bias.grad])
         assert torch.isclose(closed[i], g.norm(), rtol=1e-4)
 
 
-def test_quality_prefers_high_and_stable():
-    grads = np.array(
-        [
-            [2.0, 2.0, 2.0],  # high, stable
-            [1.0, 1.0, 1.0],  # mid, stable
-            [3.0, 0.2, 3.0],  # oscillating
-            [0.1, 0.1, 0.1],  # low
-        ]
-        + [[1.0, 1.0, 1.0]] * 5,
-        dtype=np.float32,
-    )
-    q = quality_scores(grads)
-    assert np.argsort(-q[:4]).tolist() == [0, 1, 3, 2] or (q[0] > q[1] > max(q[2], q[3]))
-
-
 def test_write_outputs(tmp_path):
     samples = [{"image": f"/x/{i}.png", "frame": -1} for i in range(20)]
-    labels = np.repeat([0, 1], 10).astype(np.int32)
-    d = np.linspace(0, 1, 20).astype(np.float32)
-    sel = cs.select("dual", 20, 0.25, labels, d, -d)
+    cols = {"cluster": np.repeat([0, 1], 10), "distance": np.linspace(0, 1, 20), "quality": np.zeros(20)}
+    sel = cs.Selection("dual", 5, np.arange(5), cols, {})
     files = cs.write_outputs(tmp_path, sel, samples, {"pool_hash": "h"})
     dl = json.loads(Path(files["datalist"]).read_text())
-    assert len(dl["training"]) == 5 and dl["strategy"] == "dual"
+    assert len(dl["training"]) == 5 and dl["strategy"] == "dual" and dl["training"][4]["index"] == 4
     rows = Path(files["csv"]).read_text().splitlines()
-    assert len(rows) == 21 and rows[0].startswith("index,image,frame,cluster,distance")
+    assert len(rows) == 21 and rows[0] == "index,image,frame,cluster,distance,quality,selected"
     assert Image.open(files["plot"]).size[0] == 640
 
 
@@ -387,3 +393,46 @@ def test_bf16_teacher_and_student_match_the_fp32_step():
     for key in ("loss", "feature", "attn", "recon"):
         assert abs(low[key] - ref[key]) <= 0.05 * abs(ref[key]) + 1e-4, key
     assert torch.nn.functional.cosine_similarity(g32, g16.float(), dim=0) > 0.98
+
+
+def _engine(model, teacher, iteration_args: dict):
+    from types import SimpleNamespace
+
+    from tinyusfm_monai.distillation.engine import DistillationIteration
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    engine = SimpleNamespace(
+        state=SimpleNamespace(device=torch.device("cpu"), iteration=5, max_epochs=1, epoch_length=5),
+        non_blocking=False,
+        network=model,
+        optimizer=opt,
+        amp=False,
+    )
+    masker = DomainMasker.from_settings({}, seed=0)
+    return engine, DistillationIteration(teacher, masker, **iteration_args)
+
+
+def test_clean_reading_step_weights_each_view(teacher):
+    """reading "clean": the teacher also encodes the clean image (in the same pass) and each view gets its own
+    weight row; the step reports them with the pool rows of the batch."""
+    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11])
+    cons = ConsistencyWeighting(reading="clean", schedule="constant")
+    engine, step = _engine(model, teacher, {"loss": DistillationLoss(), "consistency": cons})
+    batch = {"image": torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), "index": torch.arange(10, 14)}
+    out = step(engine, batch)
+    assert out["weights"].shape == (2, 4) and out["index"].tolist() == [10, 11, 12, 13]
+    assert torch.isfinite(out["loss"]) and torch.allclose(out["weights"].mean(1), torch.ones(2))
+
+
+def test_vanilla_step_never_runs_the_teacher(teacher):
+    """With the feature and attention terms off (the vanilla ablation) the teacher is not run at all."""
+
+    class Refuse:
+        def __call__(self, x):
+            raise AssertionError("the teacher ran")
+
+    model = DistillationModel(TinyUSFM(img_size=32), teacher, [3, 11], [11], feature_weight=0, attn_weight=0)
+    loss = DistillationLoss(feature_weight=0, attn_weight=0)
+    engine, step = _engine(model, Refuse(), {"loss": loss, "consistency": ConsistencyWeighting()})
+    out = step(engine, {"image": torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)})
+    assert out["recon"] > 0 and "weights" not in out

@@ -12,6 +12,8 @@ from typing import Any
 from tinyusfm_monai.distillation.consistency import ConsistencyWeighting
 from tinyusfm_monai.distillation.coreset import CoresetSettings
 from tinyusfm_monai.distillation.masks import FrequencyMask, SpatialMask
+from tinyusfm_monai.distillation.pretrain import PretrainSettings
+from tinyusfm_monai.distillation.quality import QualitySettings
 from tinyusfm_monai.distillation.settings import (
     MAE_LITE,
     OURS,
@@ -36,6 +38,12 @@ CHANGELOG = {
 RUN_SETTINGS: list[tuple[str, Any, str, str]] = [
     ("image_size", 224, MAE_LITE, "input size of teacher and student"),
     ("phantom_pool_size", 16, OURS, "size of the embedded phantom pool (0: `dataset_dir` is a real pool)"),
+    (
+        "phantom_junk",
+        False,
+        OURS,
+        "archive junk in the phantom pool: false | true (default rates, ~36 %) | {type: share} (`data.phantom_junk`)",
+    ),
     ("max_epochs", 2, OURS, "epochs (phantom demo; MAE-Lite: 400)"),
     ("batch_size", 8, OURS, "clean images per step (each gives 2 masked views; MAE-Lite: 4096)"),
     ("base_lr", 1.5e-4, MAE_LITE, "learning rate per 256 images (lr = base_lr × batch / 256)"),
@@ -48,8 +56,24 @@ RUN_SETTINGS: list[tuple[str, Any, str, str]] = [
 ]
 
 
-def _run_values() -> dict[str, Any]:
-    return {key: value for key, value, _, _ in RUN_SETTINGS}
+# pretrain.json's own run-level values (the teacher's masked-image-model pretraining; same keys as train.json's).
+PRETRAIN_SETTINGS: list[tuple[str, Any, str, str]] = [
+    ("max_epochs", 2, OURS, "pretraining epochs over the pool (phantom demo; the evidence run: 600 steps)"),
+    ("batch_size", 8, OURS, "images per step"),
+    ("base_lr", 4e-3, OURS, "learning rate per 256 images (1e-3 at batch 64 worked on the phantom)"),
+    ("weight_decay", 0.05, MAE_LITE, "AdamW (0.9, 0.95) weight decay (none on norms, biases, tokens, rel-pos tables)"),
+    ("warmup_fraction", 0.08, OURS, "per-iteration warm-up, then cosine"),
+    (
+        "masks#frequency#ratio",
+        0.5,
+        OURS,
+        "share of the stoppable frequency rings stopped (pretraining: harder than 0.25)",
+    ),
+]
+
+
+def _run_values(settings: list[tuple[str, Any, str, str]] | None = None) -> dict[str, Any]:
+    return {key: value for key, value, _, _ in (RUN_SETTINGS if settings is None else settings)}
 
 
 def _common() -> dict[str, Any]:
@@ -66,6 +90,7 @@ def _common() -> dict[str, Any]:
         "ckpt_dir": "$@bundle_root + '/models'",
         "dataset_dir": "$@bundle_root + '/eval/phantom_pool'",
         "phantom_pool_size": values["phantom_pool_size"],
+        "phantom_junk": values["phantom_junk"],
         "num_workers": values["num_workers"],
         "manifest": "$@output_dir + '/pool_manifest.json'",
         "teacher_weights": "",
@@ -78,6 +103,7 @@ def _common() -> dict[str, Any]:
             "phantom_pool_size": "@phantom_pool_size",
             "phantom_image_size": "@image_size",
             "seed": "@seed",
+            "phantom_junk": "@phantom_junk",
         },
         # the pool decoded once to uint8 shards at the training size; normalisation runs on the device
         "pool_images": {
@@ -106,11 +132,11 @@ def _teacher(feature_layers: Any, attn_layers: Any) -> dict[str, Any]:
 
 
 def coreset_config() -> dict[str, Any]:
-    """configs/coreset.json: teacher features, clusters, proxy gradients, ranks, selection."""
+    """configs/coreset.json: teacher features, Quality Rank on them, near-duplicate groups, selection, diagnostics."""
     return {
         **_common(),
         "teacher": _teacher([], []),
-        "coreset": defaults(CoresetSettings),
+        "coreset": {**defaults(CoresetSettings), "quality": defaults(QualitySettings)},
         "coreset_dir": "$@output_dir + '/coreset'",
         "coreset_selector": {
             "_target_": "tinyusfm_monai.distillation.coreset.CoresetPipeline",
@@ -118,7 +144,6 @@ def coreset_config() -> dict[str, Any]:
             "output_dir": "@coreset_dir",
             "teacher": "@teacher",
             "images": "@pool_images",
-            "proxy_backbone": "@network_def",
             "settings": "@coreset",
             "device": "@device",
             "amp": "@amp",
@@ -244,10 +269,11 @@ def train_config() -> dict[str, Any]:
             "rank0_handlers": [
                 {"_target_": "StatsHandler", "tag_name": "train", "output_transform": _loss_terms()},
                 {
-                    "_target_": "tinyusfm_monai.handlers.weights.ExportStudent",
-                    "student": "@network",
+                    "_target_": "tinyusfm_monai.handlers.weights.ExportBackbone",
+                    "backbone": "@network",
                     "path": "@student_path",
                 },
+                {"_target_": "tinyusfm_monai.distillation.diagnostics.ConsistencyDiagnostics", "manifest": "@pool"},
                 {
                     "_target_": "TensorBoardStatsHandler",
                     "log_dir": "@log_dir",
@@ -278,17 +304,18 @@ def train_config() -> dict[str, Any]:
     }
 
 
-def multi_gpu_config() -> dict[str, Any]:
-    """Merged over train.json for `torchrun`: DDP distiller, distributed sampler, rank-0 side effects."""
+def multi_gpu_config(module: str = "@train#distiller", unused_parameters: bool = True) -> dict[str, Any]:
+    """Merged over train.json (or pretrain.json) for `torchrun`: DDP around `module`, distributed sampler, rank-0
+    side effects."""
     return {
         "+imports": ["$import os", "$import torch.distributed as dist"],
         "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK'] if torch.cuda.is_available() else 'cpu')",
         "dist_backend": "$'nccl' if torch.cuda.is_available() else 'gloo'",
         "train#network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
-            "module": "$@train#distiller.to(@device)",
+            "module": f"${module}.to(@device)",
             "device_ids": "$[@device] if torch.cuda.is_available() else None",
-            "find_unused_parameters": True,
+            "find_unused_parameters": unused_parameters,
         },
         "train#sampler": {
             "_target_": "DistributedSampler",
@@ -307,6 +334,147 @@ def multi_gpu_config() -> dict[str, Any]:
         "run": ["$@train#trainer.run()"],
         "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
     }
+
+
+def pretrain_config() -> dict[str, Any]:
+    """configs/pretrain.json: USFM-style masked-image-model pretraining of the teacher (`distillation.pretrain`),
+    resumable, the encoder exported in the official USFM layout for `--teacher_weights`."""
+    values = _run_values(PRETRAIN_SETTINGS)
+    run = _run_values()
+    return {
+        **_common(),
+        "log_dir": "$@bundle_root + '/runs/pretrain'",
+        "pretrain_datalist": "",
+        "teacher_export": "$@ckpt_dir + '/teacher_pretrained.pth'",
+        "resume": True,
+        **{k: values[k] for k in ("max_epochs", "batch_size", "base_lr", "weight_decay", "warmup_fraction")},
+        "amp_dtype": run["amp_dtype"],
+        "lr": "$@base_lr * @batch_size / 256",
+        "pretrain": defaults(PretrainSettings),
+        "masks": {
+            **defaults(MaskSettings),
+            "spatial": defaults(SpatialMask),
+            "frequency": {**defaults(FrequencyMask), "ratio": values["masks#frequency#ratio"]},
+        },
+        "optimizer": {
+            "_target_": "torch.optim.AdamW",
+            "params": {
+                "_target_": "tinyusfm_monai.distillation.pretrain.weight_decay_groups",
+                "model": "@train#model",
+                "weight_decay": "@weight_decay",
+            },
+            "lr": "@lr",
+            "betas": [0.9, 0.95],
+            "fused": "$torch.cuda.is_available()",
+        },
+        "lr_scheduler": {
+            "_target_": "monai.optimizers.WarmupCosineSchedule",
+            "optimizer": "@optimizer",
+            "warmup_steps": "$int(@warmup_fraction * @max_epochs * len(@train#dataloader))",
+            "t_total": "$@max_epochs * len(@train#dataloader)",
+        },
+        "train": {
+            "dataset": {
+                "_target_": "tinyusfm_monai.distillation.shards.PoolImageDataset",
+                "store": "@pool_images",
+                "indices": {
+                    "_target_": "tinyusfm_monai.distillation.pool.pool_indices",
+                    "manifest_path": "@pool",
+                    "datalist": "@pretrain_datalist",
+                },
+            },
+            "dataloader": {
+                "_target_": "torch.utils.data.DataLoader",
+                "dataset": "@train#dataset",
+                "batch_size": "@batch_size",
+                "shuffle": True,
+                "num_workers": "@num_workers",
+                "pin_memory": "$torch.cuda.is_available()",
+                "drop_last": "$len(@train#dataset) > @batch_size",
+            },
+            "model": {
+                "_target_": "tinyusfm_monai.distillation.pretrain.MaskedImageModel.from_settings",
+                "encoder": "@teacher_def",
+                "settings": "@pretrain",
+            },
+            "network": "$torch.compile(@train#model.to(@device)) if @compile else @train#model.to(@device)",
+            "masker": {
+                "_target_": "tinyusfm_monai.distillation.masks.DomainMasker.from_settings",
+                "settings": "@masks",
+                "device": "@device",
+                "seed": "@seed",
+            },
+            "grad_scaler": {
+                "_target_": "torch.amp.GradScaler",
+                "device": "cuda",
+                "enabled": "$@amp and @amp_dtype == 'float16'",
+            },
+            "iteration": {
+                "_target_": "tinyusfm_monai.distillation.pretrain.PretrainIteration",
+                "masker": "@train#masker",
+                "settings": "@pretrain",
+                "grad_scaler": "@train#grad_scaler",
+            },
+            "handlers": [
+                {
+                    "_target_": "tinyusfm_monai.handlers.training_state.TrainingCheckpoint",
+                    "path": "$@ckpt_dir + '/pretrain_last.pt'",
+                    "save_dict": {
+                        "model": "@train#model",
+                        "optimizer": "@optimizer",
+                        "lr_scheduler": "@lr_scheduler",
+                        "grad_scaler": "@train#grad_scaler",
+                    },
+                    "resume": "@resume",
+                    "generators": "$[@train#masker.generator]",
+                },
+                {
+                    "_target_": "LrScheduleHandler",
+                    "lr_scheduler": "@lr_scheduler",
+                    "epoch_level": False,
+                    "print_lr": False,
+                },
+            ],
+            "rank0_handlers": [
+                {"_target_": "StatsHandler", "tag_name": "pretrain", "output_transform": _loss_terms()},
+                {
+                    "_target_": "tinyusfm_monai.handlers.weights.ExportBackbone",
+                    "backbone": "@train#model",
+                    "path": "@teacher_export",
+                },
+                {
+                    "_target_": "TensorBoardStatsHandler",
+                    "log_dir": "@log_dir",
+                    "tag_name": "pretrain",
+                    "output_transform": _loss_terms(),
+                },
+                {"_target_": "tinyusfm_monai.handlers.progress.ProgressBar", "output_transform": _loss_terms()},
+            ],
+            "trainer": {
+                "_target_": "SupervisedTrainer",
+                "device": "@device",
+                "max_epochs": "@max_epochs",
+                "train_data_loader": "@train#dataloader",
+                "network": "@train#network",
+                "optimizer": "@optimizer",
+                "loss_function": "$torch.nn.MSELoss()",
+                "inferer": {"_target_": "SimpleInferer"},
+                "iteration_update": "@train#iteration",
+                "train_handlers": "$@train#handlers + @train#rank0_handlers",
+                "amp": "@amp",
+                "amp_kwargs": {"dtype": "$getattr(torch, @amp_dtype)"},
+                "non_blocking": True,
+                "decollate": False,
+            },
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+        "run": ["$@train#trainer.run()"],
+    }
+
+
+def multi_gpu_pretrain_config() -> dict[str, Any]:
+    """Merged over pretrain.json for `torchrun` (every parameter is used: no unused-parameter search)."""
+    return multi_gpu_config("@train#model", unused_parameters=False)
 
 
 def metadata(versions: dict[str, str]) -> dict[str, Any]:
@@ -366,12 +534,22 @@ def settings_table() -> str:
     rows = (
         RUN_SETTINGS
         + documented_fields(CoresetSettings, "coreset#")
+        + documented_fields(QualitySettings, "coreset#quality#")
         + documented_fields(MaskSettings, "masks#")
         + documented_fields(SpatialMask, "masks#spatial#")
         + documented_fields(FrequencyMask, "masks#frequency#")
         + documented_fields(ConsistencyWeighting, "consistency#")
         + documented_fields(DistillSettings, "distill#")
     )
+    return _table(rows)
+
+
+def pretrain_table() -> str:
+    """The docs' table of pretrain.json: its run-level values and the `pretrain` section."""
+    return _table(PRETRAIN_SETTINGS + documented_fields(PretrainSettings, "pretrain#"))
+
+
+def _table(rows: list[tuple[str, Any, str, str]]) -> str:
     lines = ["| config id | default | source | meaning |", "|---|---|---|---|"]
     for key, value, source, doc in rows:
         lines.append(f"| `{key}` | `{_show(value)}` | {source} | {doc} |")
@@ -391,7 +569,7 @@ def readme() -> str:
     from importlib.resources import files
 
     template = files("tinyusfm_monai.bundle").joinpath("templates/distillation_README.md").read_text()
-    return template.replace("{table}", settings_table())
+    return template.replace("{table}", settings_table()).replace("{pretrain_table}", pretrain_table())
 
 
 DATA_LICENSE = """Data used by this bundle

@@ -83,6 +83,8 @@ def distillation_files() -> dict[str, str]:
         "configs/coreset.json": _json(distillation.coreset_config()),
         "configs/train.json": _json(distillation.train_config()),
         "configs/multi_gpu_train.json": _json(distillation.multi_gpu_config()),
+        "configs/pretrain.json": _json(distillation.pretrain_config()),
+        "configs/multi_gpu_pretrain.json": _json(distillation.multi_gpu_pretrain_config()),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": distillation.readme(),
         "docs/data_license.txt": distillation.DATA_LICENSE,

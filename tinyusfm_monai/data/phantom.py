@@ -22,6 +22,7 @@ from PIL import Image
 
 from tinyusfm_monai.utils import atomic_write
 
+from .phantom_junk import GROUND_TRUTH, JunkConfig, build_junk_pool
 from .phantom_physics import Rendering, Scene, render, render_full
 from .phantom_tasks import pool_scene, sample_rng, task_scene
 from .registry import TASKS, get_task
@@ -35,6 +36,7 @@ PNG_COMPRESS_LEVEL = 1  # fast; PNG is lossless whatever the level
 DATALIST = "datalist.json"
 
 __all__ = [
+    "JunkConfig",
     "Rendering",
     "Scene",
     "ensure_phantom",
@@ -127,28 +129,49 @@ def generate_pool(
     image_size: int = 224,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    junk: JunkConfig | dict | bool | str | None = None,
 ) -> Path:
-    """Unlabelled images for distillation (mixed organs, probes, textures); datalist key `training`."""
+    """Unlabelled images for distillation (mixed organs, probes, textures); datalist key `training`.
+
+    `junk` (a `JunkConfig`, a dict of its fields, or True for the defaults) adds what real archives hold (blank,
+    frozen, burst, saturated, dim, noise, overlay, air frames; `phantom_junk.py`) and writes the ground truth per
+    image to `ground_truth.json`, a separate file for evaluation only (the datalist does not carry it).
+    """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    entries = []
-    for index in range(n):
-        rng = sample_rng(seed, "pool", "pool", index)
-        image, _ = render(pool_scene(rng), rng, image_size)
-        name = f"pool_{index:06d}.png"
-        _save_png(image, out / "images" / name)
-        entries.append({"image": f"images/{name}"})
-        if progress is not None:
-            progress(1)
-    path = out / DATALIST
+    config = JunkConfig.from_value(junk)
     meta = {
         "name": "ultrasound phantom pool",
         "phantom_version": PHANTOM_VERSION,
         "seed": seed,
         "image_size": image_size,
     }
+    if config is None:
+        frames = (_pool_frame(seed, index, image_size) for index in range(n))
+        truth = None
+    else:
+        pool = build_junk_pool(n, image_size, seed, config)
+        frames, truth = iter(pool.images), pool.truth
+        meta["junk"] = config.to_dict()
+    entries = []
+    for index, image in enumerate(frames):
+        name = f"pool_{index:06d}.png"
+        _save_png(image, out / "images" / name)
+        entries.append({"image": f"images/{name}"})
+        if progress is not None:
+            progress(1)
+    if truth is not None:
+        samples = {e["image"]: t for e, t in zip(entries, truth)}
+        atomic_write(out / GROUND_TRUTH, json.dumps({**meta, "samples": samples}, indent=1))
+    path = out / DATALIST
     atomic_write(path, json.dumps({**meta, "training": entries}, indent=1))
     return path
+
+
+def _pool_frame(seed: int, index: int, image_size: int) -> np.ndarray:
+    rng = sample_rng(seed, "pool", "pool", index)
+    image, _ = render(pool_scene(rng), rng, image_size)
+    return image
 
 
 # ---- cached, atomic generation -----------------------------------------------------------------------
@@ -198,11 +221,15 @@ def ensure_phantom(task: str, cache_dir: str | Path | None = None, **sizes: int)
     return _ensure(target, lambda tmp: generate_task(task, tmp, **settings))
 
 
-def ensure_pool(cache_dir: str | Path | None = None, **sizes: int) -> Path:
+def ensure_pool(cache_dir: str | Path | None = None, junk: JunkConfig | dict | bool | str | None = None, **sizes: int):
     """Datalist of a cached distillation pool (keyword arguments as `generate_pool`)."""
     settings = {"n": DEFAULT_POOL_SIZE, "image_size": 224, "seed": 0, **sizes}
-    target = cache_root(cache_dir) / f"pool-{_settings_hash({'task': 'pool', **settings})}"
-    return _ensure(target, lambda tmp: generate_pool(tmp, **settings))
+    config = JunkConfig.from_value(junk)
+    key = {"task": "pool", **settings}
+    if config is not None:
+        key["junk"] = config.to_dict()
+    target = cache_root(cache_dir) / f"pool-{_settings_hash(key)}"
+    return _ensure(target, lambda tmp: generate_pool(tmp, **settings, junk=config))
 
 
 # ---- command line ------------------------------------------------------------------------------------
@@ -217,11 +244,13 @@ def phantom_cli(
     pool: int = 0,
     image_size: int = 224,
     seed: int = 0,
+    junk: bool | str | dict | None = None,
 ) -> list[str]:
-    """`tinyusfm-monai phantom --out DIR [--task NAME|all] [--pool N]`: write OUT/<task>/ (and OUT/pool/).
+    """`tinyusfm-monai phantom --out DIR [--task NAME|all] [--pool N [--junk]]`: write OUT/<task>/ (and OUT/pool/).
 
     `task` may be "all", one registry task name, or a comma-separated list; `--task none` with `--pool N`
-    writes only the pool.
+    writes only the pool. `--junk` adds archive junk to the pool at the default rates, `--junk '{"blank": 0.1}'`
+    at chosen ones (ground truth in OUT/pool/ground_truth.json, for evaluation only).
     """
     from tqdm import tqdm
 
@@ -242,5 +271,6 @@ def phantom_cli(
             written.append(str(path))
         if pool:
             bar.set_postfix_str("pool")
-            written.append(str(generate_pool(Path(out) / "pool", pool, image_size, seed, progress=bar.update)))
+            path = generate_pool(Path(out) / "pool", pool, image_size, seed, progress=bar.update, junk=junk)
+            written.append(str(path))
     return written

@@ -16,7 +16,7 @@ from ignite.engine import Engine
 
 from .consistency import ConsistencyWeighting
 from .losses import DistillationLoss
-from .masks import FREQUENCY, SPATIAL, DomainMasker
+from .masks import CLEAN, DomainMasker
 from .model import FrozenTeacher
 from .shards import normalize_on_device
 
@@ -67,35 +67,62 @@ class DistillationIteration:
         stacked = torch.cat([views[n][0] for n in names])
         masks = {n: views[n][1] for n in names}
         b = x.shape[0]
+        n_student = len(names) * b
+        clean = self.consistency.needs_clean
         amp = bool(getattr(engine, "amp", False)) and device.type == "cuda"
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, enabled=amp, **(getattr(engine, "amp_kwargs", None) or {})):
-            t_out = self.teacher(stacked)
-            final = t_out["final"]
-            h = {n: final[i * b : (i + 1) * b] for i, n in enumerate(names)}  # type: ignore[index]
-            weights = self.consistency(h.get(SPATIAL), h.get(FREQUENCY), self.progress(engine))
+            t_out, weights = None, None
+            if self.loss.feature_weight > 0 or self.loss.attn_weight > 0:  # the vanilla ablation needs no teacher
+                t_out = self.teacher(torch.cat((stacked, x)) if clean else stacked)  # one pass for all views
+                final = t_out["final"]
+                h = {n: final[i * b : (i + 1) * b] for i, n in enumerate(names)}  # type: ignore[index]
+                if clean:
+                    h[CLEAN] = final[n_student:]  # type: ignore[index]
+                    t_out = _first_rows(t_out, n_student)
+                weights = self.consistency(h, self.progress(engine))
             s_out = engine.network(stacked)
             terms = self.loss(s_out, t_out, x, names, masks, weights)
-        loss = terms["loss"]
-        scaler = self.grad_scaler if (amp and self.grad_scaler is not None and self.grad_scaler.is_enabled()) else None
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if self.clip_grad_norm > 0:
-                scaler.unscale_(engine.optimizer)
-                torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.clip_grad_norm)
-            scaler.step(engine.optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if self.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.clip_grad_norm)
-            engine.optimizer.step()
+        optimizer_step(engine, terms["loss"], self.grad_scaler if amp else None, self.clip_grad_norm)
         out: dict[str, Any] = {"image": x, "pred": None, "label": None}
         out.update({k: v.detach() for k, v in terms.items()})
         if weights is not None:
+            out["weights"] = weights.detach()  # (1 or V, B[, N]): ConsistencyDiagnostics summarises them
             out["consistency"] = weights.detach().float().std()  # spread of the weights: 0 = uniform
+        if "index" in batchdata:
+            out["index"] = batchdata["index"]
         return out
+
+
+def optimizer_step(
+    engine: Engine, loss: torch.Tensor, grad_scaler: torch.amp.GradScaler | None, clip_grad_norm: float
+) -> None:
+    """Backward and step, with the float16 grad scaler when one is enabled (bfloat16 needs none) and optional
+    gradient-norm clipping (after unscaling)."""
+    scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad_norm > 0:
+            scaler.unscale_(engine.optimizer)
+            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), clip_grad_norm)
+        scaler.step(engine.optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), clip_grad_norm)
+        engine.optimizer.step()
+
+
+def _first_rows(t_out: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """Teacher outputs restricted to the first `n` rows of the stacked batch (the masked views)."""
+    return {
+        "final": t_out["final"][:n],
+        "features": [t[:n] for t in t_out["features"]],
+        "attn": [a[:n] for a in t_out["attn"]],
+        "pooled": t_out["pooled"][:n],
+    }
 
 
 def loss_terms(output: Any) -> dict[str, float]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from .shards import PoolImageDataset, PoolImages, ShardStore, normalize_on_device
+from .shards import PoolImageDataset, PoolImages, ShardStore, fill_stores, normalize_on_device
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,25 @@ class FeatureStore(ShardStore):
 
     def read(self, start: int, end: int) -> np.ndarray:
         return super().read(start, end).astype(np.float32, copy=False)
+
+
+class SignatureStore(FeatureStore):
+    """Sharded (N, S·S) grey thumbnails (zero mean, unit norm), made in the feature pass (`thumbnail_signature`)."""
+
+    kind = "thumbnail signatures"
+
+
+def thumbnail_signature(images: torch.Tensor, size: int = 16) -> torch.Tensor:
+    """uint8 (or float) (B, C, H, W) → (B, size²) grey thumbnails, zero mean and unit norm (blind to gain).
+
+    Why: near-duplicates are a pixel-level notion (a frozen frame is a byte copy, a cine burst differs by a
+    sub-pixel shift and a little gain), and a teacher's features can spread exactly those apart; an average pool of
+    the input the teacher already reads costs nothing in the same pass (256 numbers per image).
+    """
+    grey = images.float().mean(1, keepdim=True)
+    t = torch.nn.functional.adaptive_avg_pool2d(grey, size).flatten(1)
+    t = t - t.mean(1, keepdim=True)
+    return t / (t.norm(dim=1, keepdim=True) + 1e-6)
 
 
 def image_batches(
@@ -63,21 +82,33 @@ def extract_features(
     amp: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    signatures: SignatureStore | None = None,
+    signature_size: int = 16,
 ) -> dict:
-    """Compute `embed(images)` for this rank's unfinished shards; returns {"computed": n, "skipped": n, "seconds"}.
+    """Compute `embed(images)` (and, with `signatures`, the thumbnail signatures in the same pass) for this rank's
+    unfinished shards; returns {"computed": n, "skipped": n, "seconds"}.
 
     Images come from the decoded pool (uint8); the float conversion and normalisation run on `device`.
     """
     device = torch.device(device)
-    store.init(images.meta()["pool_hash"], images.num_samples, dim, shard_size, dtype)
+    pool_hash = images.meta()["pool_hash"]
+    store.init(pool_hash, images.num_samples, dim, shard_size, dtype)
+    stores: list[ShardStore] = [store]
+    if signatures is not None:
+        signatures.init(pool_hash, images.num_samples, signature_size * signature_size, shard_size, "float16")
+        stores.append(signatures)
 
-    def compute(batch: torch.Tensor) -> torch.Tensor:
-        x = normalize_on_device(batch.to(device, non_blocking=True))
+    def compute(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raw = batch.to(device, non_blocking=True)
+        x = normalize_on_device(raw)
         with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
-            return embed(x).float()
+            feats = embed(x).float()
+        if signatures is None:
+            return (feats,)
+        return feats, thumbnail_signature(raw, signature_size)
 
     batches = image_batches(images, batch_size, num_workers, pin_memory=device.type == "cuda")
-    return store.fill(batches, compute, "features", rank, world_size)
+    return fill_stores(stores, batches, compute, "features", rank, world_size)
 
 
 def pooled_teacher_embedding(teacher) -> Callable[[torch.Tensor], torch.Tensor]:

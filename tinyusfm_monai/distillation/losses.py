@@ -33,14 +33,18 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def _token_weights(weights: torch.Tensor | None, n_views: int, n_tokens: int) -> torch.Tensor | None:
-    """Consistency weights (B,) or (B, N) → (V·B, 1+N) for token-level losses (cls token gets the image mean)."""
+    """Consistency weights (1 or V, B[, N]) → (V·B, 1+N) for token-level losses on the stacked views (a row of 1
+    serves every view; the cls token gets the image's mean token weight)."""
     if weights is None:
         return None
-    if weights.ndim == 1:
-        w = weights[:, None].expand(-1, n_tokens)
-    else:
-        w = torch.cat((weights.mean(1, keepdim=True), weights), dim=1)
-    return w.repeat(n_views, 1)
+    if weights.shape[0] == 1:
+        weights = weights.expand(n_views, *weights.shape[1:])
+    if weights.shape[0] != n_views:
+        raise ValueError(f"consistency weights for {weights.shape[0]} views, the batch stacks {n_views}")
+    w = weights.reshape(-1, *weights.shape[2:])  # V·B[, N]
+    if w.ndim == 1:
+        return w[:, None].expand(-1, n_tokens)
+    return torch.cat((w.mean(1, keepdim=True), w), dim=1)
 
 
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -150,18 +154,19 @@ class DistillationLoss(nn.Module):
     def forward(
         self,
         student: dict[str, object],
-        teacher: dict[str, object],
+        teacher: dict[str, object] | None,
         clean: torch.Tensor,
         views: list[str],
         masks: dict[str, torch.Tensor],
         weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Returns {"loss": total, "feature": ..., "attn": ..., "recon": ...} (unweighted terms for logging)."""
+        """Returns {"loss": total, "feature": ..., "attn": ..., "recon": ...} (unweighted terms for logging).
+        `teacher` may be None when neither the feature nor the attention term is on (reconstruction only)."""
         zero = clean.new_zeros((), dtype=torch.float32)
         terms = {"feature": zero, "attn": zero, "recon": zero}
         n_views = len(views)
         if self.feature_weight > 0:
-            s_feats, t_feats = student["features"], teacher["features"]
+            s_feats, t_feats = student["features"], teacher["features"]  # type: ignore[index]
             total = zero
             for s, t in zip(s_feats, t_feats):  # type: ignore[call-overload]
                 w = _token_weights(weights, n_views, s.shape[1])
@@ -169,7 +174,7 @@ class DistillationLoss(nn.Module):
             terms["feature"] = total
         if self.attn_weight > 0:
             total = zero
-            for s, t in zip(student["attn"], teacher["attn"]):  # type: ignore[call-overload]
+            for s, t in zip(student["attn"], teacher["attn"]):  # type: ignore[call-overload, index]
                 w = _token_weights(weights, n_views, s.shape[2])
                 total = total + _weighted_mean(self._attn_term(s, t), w)
             terms["attn"] = total

@@ -140,17 +140,22 @@ def prepare_pool(
     phantom_pool_size: int = 0,
     phantom_image_size: int = 224,
     seed: int = 0,
+    phantom_junk: bool | dict | None = None,
 ) -> Path:
     """Pool for the bundles; returns the manifest path.
 
     `phantom_pool_size > 0`: the embedded ultrasound phantom pool, generated once and cached under
-    `dataset_dir` (so the bundle runs with no data at all). `phantom_pool_size = 0`: `dataset_dir` is the real
-    pool (folders of PNG/JPG, ultrasound DICOM incl. cine, or a datalist JSON file).
+    `dataset_dir` (so the bundle runs with no data at all); `phantom_junk` (true or a dict of rates) adds archive
+    junk to it (`data.phantom_junk`; ground truth beside it, read only by the diagnostics).
+    `phantom_pool_size = 0`: `dataset_dir` is the real pool (folders of PNG/JPG, ultrasound DICOM incl. cine, or a
+    datalist JSON file).
     """
     if phantom_pool_size > 0:
         from tinyusfm_monai.data.phantom import ensure_pool
 
-        source = ensure_pool(cache_dir=dataset_dir, n=phantom_pool_size, image_size=phantom_image_size, seed=seed)
+        source = ensure_pool(
+            cache_dir=dataset_dir, junk=phantom_junk, n=phantom_pool_size, image_size=phantom_image_size, seed=seed
+        )
         logger.info("pool: embedded ultrasound phantom, %d images (%s)", phantom_pool_size, source)
     else:
         source = Path(dataset_dir)

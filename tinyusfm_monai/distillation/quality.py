@@ -1,211 +1,175 @@
-"""Quality Rank signal: each sample's gradient over a few short proxy-distillation epochs.
+"""Quality Rank on the teacher's cached features: each sample's gradient over a few short proxy epochs.
 
-Definition (our choice; the paper only shows gradient-vs-epoch curves): a proxy student (TinyUSFM + a linear
-projection to the teacher width) is trained for `epochs` passes over the pool to regress the teacher's pooled
-feature (read from the feature store, so the teacher is not run again). Before each update, every sample's
-gradient norm of its own loss with respect to the projection layer is recorded:
+The paper's figure ranks samples by their gradient over epochs ("high and stable first, oscillating or low
+last") but publishes no proxy. Ours works on the features the coreset already cached (no image pass: at 2.2M
+images a proxy that retrains a student over the pool cannot fit in minutes, one on cached features can):
 
-    g_i = ||∂L_i/∂W||_F = ||∂L_i/∂y_i|| · sqrt(||h_i||² + 1)        (exact for a linear layer; GraNd-style)
+* proxy task: a small MLP (input dropout, so it cannot memorise a sample in one visit) classifies each feature
+  into its pseudo-class, a k-means of the features (`pseudo_classes`);
+* the "gradient" is the per-sample norm of the cross-entropy's gradient with respect to the last layer,
+  ||softmax − onehot|| · sqrt(||h||² + 1) (exact for a linear layer);
+* **snapshot records**: after each epoch *every* sample is scored by the same frozen proxy, so the position of
+  a sample in the visiting order cannot enter its score (the previous image-level proxy recorded gradients
+  before each update: Spearman −0.85 between score and position);
+* several initialisations (`inits`), each with its own shuffle and its own pseudo-label clustering, are
+  averaged; each record becomes a percentile within its own visit (per-visit normalisation), so the proxy's
+  learning progress does not count as instability;
+* score = mean percentile − `oscillation_weight` · mean |change between consecutive epochs|.
 
-The per-epoch records form the curves of the paper's figure; `quality_scores` turns them into "high and stable
-first, oscillating or low last". Records are written per (epoch, shard) with done markers and the proxy state is
-checkpointed after every round of shards, so a crash resumes without recomputing finished shards. Under torchrun
-the ranks split each round's shards and average gradients (all-reduce), i.e. data-parallel proxy training.
+Samples the proxy fits at once (dense blobs of near-identical frames: blank, air, saturated, frozen runs) get
+low gradients, hence low quality; samples that carry information it has to work for get high, stable ones.
+Everything runs on `device` over the feature matrix; random numbers come from a `torch.Generator` on it.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tinyusfm_monai.utils import atomic_path, rank_and_world_size
+from .settings import OURS, setting
 
-from .features import FeatureStore, image_batches
-from .shards import PoolImages, normalize_on_device
-
-logger = logging.getLogger(__name__)
+RECORDS = ("snapshot", "online")
+NORMALISATIONS = ("rank", "median", "none")
 
 
-class ProxyStudent(nn.Module):
-    def __init__(self, backbone: nn.Module, teacher_dim: int) -> None:
+@dataclass
+class QualitySettings:
+    """The Quality Rank proxy (config section `coreset#quality`)."""
+
+    pseudo_classes: int = setting(32, OURS, "pseudo-classes of the proxy task (k-means of the features)")
+    hidden: int = setting(256, OURS, "width of the proxy MLP's hidden layer (0 = linear proxy)")
+    epochs: int = setting(6, OURS, "proxy epochs per initialisation (each gives one record per sample)")
+    inits: int = setting(5, OURS, "proxy initialisations averaged (own shuffle and own pseudo-labels each)")
+    batch_size: int = setting(128, OURS, "proxy minibatch (grown on big pools, see max_steps_per_epoch)")
+    max_steps_per_epoch: int = setting(
+        100, OURS, "a bigger pool gets a bigger batch so an epoch is at most this many steps (2.2M: 22K rows a step)"
+    )
+    lr: float = setting(2e-3, OURS, "proxy AdamW learning rate")
+    weight_decay: float = setting(1e-4, OURS, "proxy AdamW weight decay")
+    input_dropout: float = setting(0.3, OURS, "dropout on the proxy's input features")
+    record: str = setting("snapshot", OURS, "snapshot: all samples scored after each epoch (order-free) | online")
+    normalise: str = setting("rank", OURS, "per-visit normalisation of each record: rank | median | none")
+    oscillation_weight: float = setting(1.0, OURS, "score = mean − this × mean epoch-to-epoch change")
+
+    def __post_init__(self) -> None:
+        if self.record not in RECORDS:
+            raise ValueError(f"quality record {self.record!r}: choose one of {RECORDS}")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"quality normalise {self.normalise!r}: choose one of {NORMALISATIONS}")
+
+
+@dataclass
+class QualityResult:
+    score: np.ndarray  # (N,) high = keep
+    level: np.ndarray  # (N,) mean normalised record
+    oscillation: np.ndarray  # (N,) mean |change between consecutive epochs|
+    first_visit_position: np.ndarray  # (N,) position of each sample in the first epoch's order (diagnostics)
+
+
+class ProxyHead(nn.Module):
+    """Features → hidden (GELU) → pseudo-class logits; input dropout drawn from an explicit generator."""
+
+    def __init__(self, dim: int, classes: int, hidden: int) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.embed_dim, teacher_dim)
+        self.body = nn.Sequential(nn.Linear(dim, hidden), nn.GELU()) if hidden > 0 else nn.Identity()
+        self.last = nn.Linear(hidden if hidden > 0 else dim, classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.backbone(x)  # pooled (B, D_s)
-        return h, self.head(h)
+        h = self.body(x)
+        return h, self.last(h)
 
 
-def per_sample_head_grad_norm(h: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||∂L_i/∂(W, b)|| for L_i = mean_d (y_i - t_i)², y = W h + b:
-    ||2 (y_i - t_i) / D|| · sqrt(||h_i||² + 1)."""
-    dy = 2.0 * (y - target) / y.shape[-1]
-    return dy.norm(dim=-1) * torch.sqrt(h.pow(2).sum(-1) + 1.0)
+def last_layer_grad_norm(h: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """||∂CE_i/∂(W, b)|| of the last linear layer per sample: ||softmax − onehot|| · sqrt(||h||² + 1)."""
+    err = logits.float().softmax(-1) - F.one_hot(target, logits.shape[-1]).float()
+    return err.norm(dim=-1) * torch.sqrt(h.float().pow(2).sum(-1) + 1.0)
 
 
-def _normalise_target(t: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(t, t.shape[-1:])
-
-
-class QualityScorer:
-    """Runs the proxy epochs and writes `grad_epoch{e}_shard{s}.npy` records under `root`."""
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        backbone: nn.Module,
-        epochs: int = 3,
-        lr: float = 1e-4,
-        weight_decay: float = 0.05,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-    ) -> None:
-        self.root = Path(root)
-        self.backbone = backbone
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.device = torch.device(device)
-        self.seed = seed
-
-    def record_path(self, epoch: int, shard: int) -> Path:
-        return self.root / f"grad_epoch{epoch:03d}_shard{shard:05d}.npy"
-
-    @property
-    def state_path(self) -> Path:
-        return self.root / "proxy_state.pt"
-
-    def missing(self, n_shards: int) -> list[tuple[int, int]]:
-        return [(e, s) for e in range(self.epochs) for s in range(n_shards) if not self.record_path(e, s).is_file()]
-
-    def _round_order(self, epoch: int, n_shards: int) -> list[int]:
-        """Shard visiting order of an epoch (deterministic shuffle, so a resumed run continues the same order)."""
-        return np.random.default_rng(self.seed + 7919 * epoch).permutation(n_shards).tolist()
-
-    def run(
-        self,
-        images: PoolImages,
-        store: FeatureStore,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> dict:
-        rank, world_size = rank_and_world_size(rank, world_size)
-        distributed = world_size > 1 and dist.is_available() and dist.is_initialized()
-        if world_size > 1 and not distributed:
-            raise RuntimeError("quality scoring with several ranks needs an initialised process group (torchrun)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        ranges = store.ranges()
-        n_shards = len(ranges)
-        torch.manual_seed(self.seed)
-        model = ProxyStudent(self.backbone, store.dim).to(self.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=(0.9, 0.95), weight_decay=self.weight_decay)
-        start_epoch, start_round = 0, 0
-        if self.state_path.is_file():
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, start_round = int(state["epoch"]), int(state["round"])
-            logger.info("quality: resuming proxy at epoch %d, round %d", start_epoch, start_round)
-        rounds = math.ceil(n_shards / world_size)
-        t0, scored = time.time(), 0
-        for epoch in range(start_epoch, self.epochs):
-            order = self._round_order(epoch, n_shards)
-            for rnd in range(start_round if epoch == start_epoch else 0, rounds):
-                round_shards = order[rnd * world_size : (rnd + 1) * world_size]
-                mine = round_shards[rank] if rank < len(round_shards) else None
-                scored += self._train_round(
-                    model, optimizer, images, store, epoch, mine, round_shards, ranges, distributed
-                )
-                if rank == 0:
-                    next_epoch, next_round = (epoch, rnd + 1) if rnd + 1 < rounds else (epoch + 1, 0)
-                    state = {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "epoch": next_epoch,
-                        "round": next_round,
-                    }
-                    with atomic_path(self.state_path) as tmp:
-                        torch.save(state, tmp)
-                if distributed:
-                    dist.barrier()
-            logger.info("quality: proxy epoch %d/%d done", epoch + 1, self.epochs)
-        seconds = time.time() - t0
-        return {"scored": scored, "seconds": seconds}
-
-    def _train_round(self, model, optimizer, images, store, epoch, mine, round_shards, ranges, distributed) -> int:
-        bs = self.batch_size
-        n_batches = max(math.ceil((ranges[s][1] - ranges[s][0]) / bs) for s in round_shards)
-        batches = iter(())
-        grads_out: list[np.ndarray] = []
-        if mine is not None:
-            s, e = ranges[mine]
-            batches = iter(image_batches(images, bs, self.num_workers)(s, e))
-            targets_all = torch.from_numpy(store.read(s, e))
-        offset = 0
-        model.train()
-        for _ in range(n_batches):
-            batch = next(batches, None)
-            optimizer.zero_grad(set_to_none=False)
-            count = torch.zeros((), device=self.device)
-            if batch is not None:
-                x = normalize_on_device(batch.to(self.device))
-                t = _normalise_target(targets_all[offset : offset + x.shape[0]].to(self.device))
-                offset += x.shape[0]
-                h, y = model(x)
-                with torch.no_grad():
-                    grads_out.append(per_sample_head_grad_norm(h, y, t).cpu().numpy())
-                loss = (y - t).pow(2).mean(-1).sum()
-                loss.backward()
-                count = count + x.shape[0]
-            if distributed:
-                for p in model.parameters():
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    dist.all_reduce(p.grad)
-                dist.all_reduce(count)
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad /= count.clamp_min(1.0)
-            if count.item() > 0:
-                optimizer.step()
-        if mine is not None:
-            path = self.record_path(epoch, mine)
-            with atomic_path(path) as tmp:
-                np.save(tmp, np.concatenate(grads_out).astype(np.float32))
-            return ranges[mine][1] - ranges[mine][0]
-        return 0
-
-    def gradients(self, store: FeatureStore) -> np.ndarray:
-        """(N, epochs) per-sample gradient records (small: 2.2M × 3 float32 = 26 MB)."""
-        ranges = store.ranges()
-        out = np.zeros((store.num_samples, self.epochs), dtype=np.float32)
-        for e in range(self.epochs):
-            for i, (s, t) in enumerate(ranges):
-                out[s:t, e] = np.load(self.record_path(e, i))
+def normalise_visit(g: torch.Tensor, how: str) -> torch.Tensor:
+    """One visit's records → comparable values: percentile ("rank"), ratio to the median, or unchanged."""
+    if how == "rank":
+        out = torch.empty_like(g, dtype=torch.float32)
+        out[g.argsort(stable=True)] = torch.arange(len(g), device=g.device, dtype=torch.float32) / max(len(g) - 1, 1)
         return out
+    if how == "median":
+        return g.float() / g.float().median().clamp_min(1e-12)
+    return g.float()
 
 
-def quality_scores(grads: np.ndarray, oscillation_weight: float = 1.0) -> np.ndarray:
-    """High and stable first, oscillating or low last: score = mean_e(ĝ) − λ · mean_e |ĝ_e − ĝ_{e−1}|.
+def _snapshot(model: ProxyHead, x: torch.Tensor, y: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    model.eval()
+    out = torch.empty(len(x), device=x.device)
+    with torch.no_grad():
+        for s in range(0, len(x), chunk):
+            h, logits = model(x[s : s + chunk].float())
+            out[s : s + chunk] = last_layer_grad_norm(h, logits, y[s : s + chunk])
+    return out
 
-    ĝ is each epoch's record divided by that epoch's pool median, so the natural decay of gradients during the
-    proxy training does not count as instability.
+
+def quality_scores(
+    x: torch.Tensor,
+    settings: QualitySettings | None = None,
+    seed: int = 0,
+    kmeans_fn=None,
+) -> QualityResult:
+    """Quality Rank of the prepared features `x` (N, D) on their device (see the module docstring).
+
+    `kmeans_fn(x, k, seed) -> labels` makes the pseudo-labels (the coreset's streaming k-means by default).
     """
-    med = np.median(grads, axis=0, keepdims=True)
-    g = grads / np.maximum(med, 1e-12)
-    osc = np.abs(np.diff(g, axis=1)).mean(axis=1) if g.shape[1] > 1 else np.zeros(g.shape[0], dtype=g.dtype)
-    return (g.mean(axis=1) - oscillation_weight * osc).astype(np.float32)
+    from .coreset import kmeans_labels
+
+    cfg = settings or QualitySettings()
+    kmeans_fn = kmeans_fn or kmeans_labels
+    n, d = x.shape
+    device = x.device
+    batch = max(cfg.batch_size, -(-n // max(cfg.max_steps_per_epoch, 1)))
+    level = torch.zeros(n, device=device)
+    osc = torch.zeros(n, device=device)
+    first_position = torch.zeros(n, dtype=torch.long, device=device)
+    for m in range(cfg.inits):
+        init_seed = seed * 1000 + m
+        y = kmeans_fn(x, cfg.pseudo_classes, init_seed + 17)
+        gen = torch.Generator(device=device).manual_seed(init_seed)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(init_seed)
+            model = ProxyHead(d, cfg.pseudo_classes, cfg.hidden).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        previous = None
+        for e in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen, device=device)
+            if m == 0 and e == 0:
+                first_position[order] = torch.arange(n, device=device)
+            online = torch.empty(n, device=device) if cfg.record == "online" else None
+            model.train()
+            for s in range(0, n, batch):
+                idx = order[s : s + batch]
+                xb = x[idx].float()
+                if cfg.input_dropout > 0:
+                    keep = torch.rand(xb.shape, generator=gen, device=device) >= cfg.input_dropout
+                    xb = xb * keep / (1 - cfg.input_dropout)
+                h, logits = model(xb)
+                if online is not None:
+                    online[idx] = last_layer_grad_norm(h.detach(), logits.detach(), y[idx])
+                loss = F.cross_entropy(logits, y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            record = _snapshot(model, x, y) if online is None else online
+            visit = normalise_visit(record, cfg.normalise)
+            level += visit
+            if previous is not None:
+                osc += (visit - previous).abs()
+            previous = visit
+    level /= cfg.inits * cfg.epochs
+    osc /= max(cfg.inits * (cfg.epochs - 1), 1)
+    score = level - cfg.oscillation_weight * osc
+    return QualityResult(
+        score.cpu().numpy().astype(np.float32),
+        level.cpu().numpy().astype(np.float32),
+        osc.cpu().numpy().astype(np.float32),
+        first_position.cpu().numpy(),
+    )

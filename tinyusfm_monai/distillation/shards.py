@@ -14,6 +14,7 @@ the training device (`normalize_on_device`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -153,46 +154,72 @@ class ShardStore:
 
         Returns {"computed": n, "skipped": n, "seconds": s}; logs progress per shard.
         """
-        rank, world_size = rank_and_world_size(rank, world_size)
-        m = self.meta()
-        ranges = shard_ranges(m["num_samples"], m["shard_size"])
-        computed = skipped = 0
-        t0 = time.time()
-        for index, (s, e) in enumerate(ranges):
-            if index % world_size != rank:
-                continue
-            if self.done_path(index).is_file():
-                skipped += e - s
-                continue
-            with atomic_path(self.shard_path(index)) as partial:
-                out = np.lib.format.open_memmap(
-                    partial, mode="w+", dtype=DTYPES[m["dtype"]], shape=(e - s, *m["item_shape"])
+        return fill_stores([self], batches, lambda b: (compute(b),), name, rank, world_size)
+
+
+def fill_stores(
+    stores: Sequence[ShardStore],
+    batches: Callable[[int, int], Iterator[Any]],
+    compute: Callable[[Any], Sequence[torch.Tensor | np.ndarray]],
+    name: str,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> dict:
+    """Fill several stores of the same rows in one pass over the data (e.g. teacher features and thumbnail
+    signatures from one read of the decoded pool): `compute(batch)` returns one array per store. A shard counts as
+    done when every store has it; this rank's unfinished shards are (re)written in all stores.
+    """
+    rank, world_size = rank_and_world_size(rank, world_size)
+    metas = [s.meta() for s in stores]
+    ranges = shard_ranges(metas[0]["num_samples"], metas[0]["shard_size"])
+    for store, meta in zip(stores, metas):
+        if shard_ranges(meta["num_samples"], meta["shard_size"]) != ranges:
+            raise ValueError(f"{store.root}: shard layout differs from {stores[0].root}")
+    computed = skipped = 0
+    t0 = time.time()
+    for index, (s, e) in enumerate(ranges):
+        if index % world_size != rank:
+            continue
+        if all(store.done_path(index).is_file() for store in stores):
+            skipped += e - s
+            continue
+        with contextlib.ExitStack() as stack:
+            outs = []
+            for store, meta in zip(stores, metas):
+                partial = stack.enter_context(atomic_path(store.shard_path(index)))
+                outs.append(
+                    np.lib.format.open_memmap(
+                        partial, mode="w+", dtype=DTYPES[meta["dtype"]], shape=(e - s, *meta["item_shape"])
+                    )
                 )
-                row = 0
-                for batch in batches(s, e):
-                    values = compute(batch)
-                    values = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-                    out[row : row + len(values)] = values
-                    row += len(values)
-                if row != e - s:
-                    raise RuntimeError(f"{self.root}: shard {index} got {row} rows, expected {e - s}")
+            row = 0
+            for batch in batches(s, e):
+                values = compute(batch)
+                for out, v in zip(outs, values):
+                    v = v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                    out[row : row + len(v)] = v
+                row += len(values[0])
+            if row != e - s:
+                raise RuntimeError(f"{stores[0].root}: shard {index} got {row} rows, expected {e - s}")
+            for out in outs:
                 out.flush()
-                del out
-            atomic_write(self.done_path(index), json.dumps({"rows": e - s, "rank": rank}))
-            computed += e - s
-            logger.info("%s: shard %d/%d done (%d samples)", name, index + 1, len(ranges), e - s)
-        seconds = time.time() - t0
-        logger.info(
-            "%s: rank %d/%d computed %d, reused %d samples in %.1fs (%.1f samples/s)",
-            name,
-            rank,
-            world_size,
-            computed,
-            skipped,
-            seconds,
-            computed / max(seconds, 1e-9),
-        )
-        return {"computed": computed, "skipped": skipped, "seconds": seconds}
+            del outs, out
+        for store in stores:
+            atomic_write(store.done_path(index), json.dumps({"rows": e - s, "rank": rank}))
+        computed += e - s
+        logger.info("%s: shard %d/%d done (%d samples)", name, index + 1, len(ranges), e - s)
+    seconds = time.time() - t0
+    logger.info(
+        "%s: rank %d/%d computed %d, reused %d samples in %.1fs (%.1f samples/s)",
+        name,
+        rank,
+        world_size,
+        computed,
+        skipped,
+        seconds,
+        computed / max(seconds, 1e-9),
+    )
+    return {"computed": computed, "skipped": skipped, "seconds": seconds}
 
 
 class PoolImages(ShardStore):

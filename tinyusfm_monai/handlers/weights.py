@@ -1,4 +1,4 @@
-"""Handlers that move trained weights in and out of a run: load them before predicting, export a student."""
+"""Handlers that move trained weights in and out of a run: load them before predicting, export a backbone."""
 
 from __future__ import annotations
 
@@ -56,17 +56,18 @@ class TrainedWeightsLoader:
         logger.info("loaded trained weights from %s", self.load_path)
 
 
-class ExportStudent:
-    """At `COMPLETED`, write the student backbone in the official TinyUSFM key layout (bare state dict), the file
-    the task bundles and the official repository load. Only rank 0 writes.
+class ExportBackbone:
+    """At `COMPLETED`, write a backbone in the official TinyUSFM/USFM key layout (bare state dict): the distilled
+    student (the file the task bundles and the official repository load) or a pretrained teacher (what
+    `--teacher_weights` and `load_pretrained` read). Only rank 0 writes.
 
     Args:
-        student: the student backbone (a DDP wrapper is unwrapped).
+        backbone: the backbone, or a module holding it as `.encoder` / `.student` (a DDP wrapper is unwrapped).
         path: where to write it (`.pth` or `.safetensors`).
     """
 
-    def __init__(self, student: nn.Module, path: str) -> None:
-        self.student = student
+    def __init__(self, backbone: nn.Module, path: str) -> None:
+        self.backbone = backbone
         self.path = path
 
     def attach(self, engine: Engine) -> None:
@@ -75,5 +76,8 @@ class ExportStudent:
     def __call__(self, engine: Engine) -> None:
         if not is_rank_zero():
             return
-        path = save_official(unwrap(self.student), self.path)
-        logger.info("student exported in the official TinyUSFM layout: %s", path)
+        module = unwrap(self.backbone)
+        for name in ("encoder", "student"):
+            module = getattr(module, name, module)
+        path = save_official(module, self.path)
+        logger.info("%s exported in the official key layout: %s", type(module).__name__, path)
