@@ -144,6 +144,35 @@ def test_inference_skips_bad_files_and_batches_mixed_formats(trained, tmp_path):
         assert sorted(p.name for p in out.glob("*_seg.png")) == ["a_good_seg.png", "d_us_seg.png"]
 
 
+def test_inference_never_overwrites_one_prediction_with_another(trained, tmp_path):
+    """a.png and a.jpg (one stem), case1/im.png and case2/im.png (one name in two folders): four inputs, four
+    masks, each the prediction of its own image; a file without a stem twin keeps the usual name."""
+    name, bundle, data, _ = trained
+    if name.endswith("classification"):
+        pytest.skip("classification writes one CSV row per input, named by its full path")
+    images = tmp_path / "in"
+    (images / "case1").mkdir(parents=True)
+    (images / "case2").mkdir()
+    src = sorted((data / "images").glob("test_*.png"))
+    Image.open(src[0]).save(images / "a.png")
+    Image.open(src[1]).convert("RGB").resize((70, 60)).save(images / "a.jpg", quality=95)
+    Image.open(src[2]).resize((72, 64)).save(images / "case1" / "im.png")
+    Image.open(src[3]).resize((64, 80)).save(images / "case2" / "im.png")
+    Image.open(src[4]).save(images / "solo.png")
+    out = tmp_path / "out"
+    bundle_run(
+        [bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64
+    )
+    shapes = {str(p.relative_to(out)): np.asarray(Image.open(p)).shape for p in sorted(out.rglob("*_seg.png"))}
+    assert shapes == {
+        "a_jpg_seg.png": (60, 70),
+        "a_png_seg.png": (64, 64),
+        "case1/im_seg.png": (64, 72),
+        "case2/im_seg.png": (80, 64),
+        "solo_seg.png": (64, 64),
+    }
+
+
 def test_bundle_predictor_matches_the_bundle_run(trained, tmp_path):
     from tinyusfm_monai.bundle.predictor import BundlePredictor
 

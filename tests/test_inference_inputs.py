@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -191,3 +192,27 @@ def test_a_failing_postprocessing_step_skips_the_item_not_the_run(caplog):
         "skipped dot.png: postprocessing failed: RuntimeError: SaveImage cannot find a suitable writer for dot_seg.png"
     )
     assert "Smith" not in caplog.text
+
+
+def test_output_names_are_unique_within_a_folder(tmp_path):
+    """Stem twins (a.png, a.dcm, a without suffix, a.nii.gz) each get their own name; a lone file keeps MONAI's."""
+    from monai.data.utils import create_file_basename
+
+    from tinyusfm_monai.data.datalist import inference_root
+    from tinyusfm_monai.transforms.io import unique_output_name
+
+    for name in ("a.png", "a.dcm", "a", "a.nii.gz", "b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    names = {}
+    for name in ("a.png", "a.dcm", "a", "a.nii.gz", "b.png"):
+        subject = unique_output_name({"filename_or_obj": str(tmp_path / name)}, None)["subject"]
+        names[name] = Path(create_file_basename("seg", subject, "/out", makedirs=False)).name
+    assert names == {
+        "a.png": "a_png_seg",
+        "a.dcm": "a_dcm_seg",
+        "a": "a_noext_seg",
+        "a.nii.gz": "a_nii_gz_seg",
+        "b.png": "b_seg",
+    }
+    assert inference_root(str(tmp_path)) == str(tmp_path)
+    assert inference_root(str(tmp_path / "a.png")) == "" and inference_root("") == ""

@@ -232,6 +232,14 @@ class SegmentationRecipe(TaskRecipe):
                 "output_ext": ".png",
                 "output_dtype": "$numpy.uint8",
                 "separate_folder": False,
+                "data_root_dir": {
+                    "_target_": "tinyusfm_monai.data.datalist.inference_root",
+                    "dataset_dir": "@dataset_dir",
+                },
+                "output_name_formatter": {
+                    "_target_": "tinyusfm_monai.transforms.io.unique_output_name",
+                    "_mode_": "callable",
+                },
                 "writer": "tinyusfm_monai.transforms.io.LabelPNGWriter",
                 "print_log": False,
             },

@@ -74,6 +74,16 @@ def inference_datalist(task: str, dataset_dir: str | None) -> list[dict[str, Any
     return [{"image": d["image"]} for d in task_datalist(task, dataset_dir, "test")]
 
 
+def inference_root(dataset_dir: str | None) -> str:
+    """`SaveImaged` `data_root_dir` for inference: the input folder, so that predictions keep their sub-folder
+    (`case1/IM0001` and `case2/IM0001` do not collide); empty for a single file, a datalist or the phantom, whose
+    inputs may lie anywhere (a relative path from them could leave `output_dir`)."""
+    if not dataset_dir:
+        return ""
+    path = Path(dataset_dir).expanduser()
+    return str(path) if path.is_dir() and not (path / DATALIST_NAME).is_file() else ""
+
+
 def _folder_images(folder: Path) -> list[Path]:
     """The images of a folder; everything left out is logged by file name with the reason (never silently:
     a `.raw` next to its `.mhd`, a FIFO, a symlink loop or a text file is named, then the rest is read)."""

@@ -12,6 +12,7 @@ rescales label values.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,37 @@ class LoadPoolImaged(MapTransform):
         for key in self.key_iterator(d):
             d[key] = read_rgb(str(d[key]), frame).astype(np.float32)
         return d
+
+
+def _stem_and_suffix(name: str) -> tuple[str, str]:
+    """Split a file name as MONAI's `create_file_basename` does (one suffix; `.nii.gz` counts as one)."""
+    stem, suffix = os.path.splitext(name)
+    if suffix == ".gz":
+        stem, inner = os.path.splitext(stem)
+        suffix = inner + suffix
+    return stem, suffix
+
+
+def unique_output_name(metadict: Mapping[str, Any] | None, saver: Any) -> dict[str, Any]:
+    """`SaveImaged` `output_name_formatter`: MONAI's default name, unless another file of the input's folder has
+    the same stem (`a.png` and `a.dcm`): then the input's extension joins the name (`a_png_seg.png`,
+    `a_dcm_seg.png`), so that no prediction overwrites another. A file without a stem twin keeps the usual
+    `<stem>_seg.png`. Inputs in different sub-folders are kept apart by `data_root_dir`
+    (`data.datalist.inference_root`).
+    """
+    metadict = metadict or {}
+    subject = str(metadict.get("filename_or_obj", ""))
+    index = metadict.get("patch_index")
+    path = Path(subject)
+    stem, suffix = _stem_and_suffix(path.name)
+    try:
+        twins = [n for n in os.listdir(path.parent) if n != path.name and _stem_and_suffix(n)[0] == stem]
+    except OSError:
+        twins = []
+    if twins:
+        tag = suffix.lstrip(".").replace(".", "_") or "noext"
+        subject = str(path.with_name(f"{stem}_{tag}{suffix or '.x'}"))
+    return {"subject": subject, "idx": index}
 
 
 class LabelPNGWriter(PILWriter):
