@@ -33,6 +33,8 @@ from tinyusfm_monai.distillation.model import DistillationModel, FrozenTeacher
 from tinyusfm_monai.distillation.pool import build_manifest, manifest_datalist, pool_indices
 from tinyusfm_monai.distillation.quality import last_layer_grad_norm
 from tinyusfm_monai.distillation.shards import PoolImageDataset, ensure_pool_images, normalize_on_device
+from tinyusfm_monai.distillation.standin import build as build_teacher
+from tinyusfm_monai.distillation.standin import small_teacher_def
 from tinyusfm_monai.networks import TinyUSFM, VisionTransformer
 from tinyusfm_monai.transforms.pipelines import build_pool_transform
 
@@ -41,16 +43,7 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "tinyusfm_distillatio
 
 def tiny_teacher(img: int = 32) -> VisionTransformer:
     """USFM architecture (q/v bias, relative position bias, layer scale) at a fraction of the width."""
-    return VisionTransformer(
-        img_size=img,
-        embed_dim=48,
-        depth=12,
-        num_heads=12,
-        qv_bias=True,
-        use_abs_pos_emb=False,
-        use_rel_pos_bias=True,
-        init_values=0.1,
-    )
+    return build_teacher(small_teacher_def(img, embed_dim=48, depth=12, num_heads=12))
 
 
 def write_pngs(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Path]:

@@ -15,22 +15,13 @@ import pytest
 import torch
 
 from tinyusfm_monai.distillation.pool import manifest_datalist
+from tinyusfm_monai.distillation.standin import small_teacher_def
 from tinyusfm_monai.networks import TinyUSFM, VisionTransformer, load_pretrained
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "tinyusfm_distillation"
 CONFIGS = BUNDLE / "configs"
 
-TINY_TEACHER = {
-    "_target_": "tinyusfm_monai.networks.VisionTransformer",
-    "img_size": 32,
-    "embed_dim": 48,
-    "depth": 12,
-    "num_heads": 12,
-    "qv_bias": True,
-    "use_abs_pos_emb": False,
-    "use_rel_pos_bias": True,
-    "init_values": 0.1,
-}
+TINY_TEACHER = small_teacher_def(32, embed_dim=48, depth=12, num_heads=12)
 
 
 def bundle_cmd(config: str, root: Path, args: dict, *extra: str) -> list[str]:

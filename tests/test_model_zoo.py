@@ -15,6 +15,7 @@ from tinyusfm_monai.bundle.docs import OFFICIAL_WEIGHTS
 from tinyusfm_monai.bundle.generate import all_bundles
 from tinyusfm_monai.data.phantom import generate_task
 from tinyusfm_monai.data.registry import TASKS
+from tinyusfm_monai.distillation.standin import small_teacher_def
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "bundles"
@@ -85,17 +86,7 @@ def test_task_bundle_workflow_properties(name, tmp_path):
 
 def test_distillation_bundle_workflow_properties(tmp_path):
     configs = BUNDLES / "tinyusfm_distillation" / "configs"
-    tiny_teacher = {
-        "_target_": "tinyusfm_monai.networks.VisionTransformer",
-        "img_size": 32,
-        "embed_dim": 48,
-        "depth": 12,
-        "num_heads": 12,
-        "qv_bias": True,
-        "use_abs_pos_emb": False,
-        "use_rel_pos_bias": True,
-        "init_values": 0.1,
-    }
+    tiny_teacher = small_teacher_def(32, embed_dim=48, depth=12, num_heads=12)
     override = {
         "image_size": 32,
         "phantom_pool_size": 4,

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyusfm_monai.distillation.standin import small_teacher_def
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -132,17 +134,7 @@ def test_wheel_runs_copied_bundles_in_an_empty_folder(installed):
     assert rows[0].startswith("image,pred,p_normal") and len(rows) == 3
 
     distil = work / "tinyusfm_distillation"
-    teacher = {
-        "_target_": "tinyusfm_monai.networks.VisionTransformer",
-        "img_size": 32,
-        "embed_dim": 48,
-        "depth": 12,
-        "num_heads": 12,
-        "qv_bias": True,
-        "use_abs_pos_emb": False,
-        "use_rel_pos_bias": True,
-        "init_values": 0.1,
-    }
+    teacher = small_teacher_def(32, embed_dim=48, depth=12, num_heads=12)
     args = work / "distil_args.json"
     args.write_text(
         json.dumps({"image_size": 32, "phantom_pool_size": 4, "batch_size": 2, "max_epochs": 1, "teacher_def": teacher})
