@@ -13,8 +13,8 @@ One command, all tables, every number from this run (ratios are taken within the
    until the weights are loaded: interpreter, imports, config, network, weights), the first image (OpenVINO
    compiles then), per image after it, the model's share inside the bundle, and per image / the model's own
    latency from table 1 (the issue's "at most 1.5x" figure).
-4. Pipeline variants of the same runs: sequential (the default), a DataLoader worker process, a prefetch thread
-   (`monai.data.ThreadDataLoader`), each also with the model on one thread (the other core decodes), to show which
+4. Pipeline variants of the same runs: sequential (a plain DataLoader; inference.json's default), a DataLoader
+   worker process, a prefetch thread (`monai.data.ThreadDataLoader`; inference_openvino.json's default), each also with the model on one thread (the other core decodes), to show which
    overlap of decoding/resizing with the model helps on this CPU.
 5. Start-up components: `import torch`, `import monai`, `import openvino`, `import onnxruntime` in fresh
    interpreters (medians).
@@ -63,14 +63,14 @@ BUNDLE_BACKENDS = {
     "openvino-int8": "openvino-int8",
 }
 PIPELINES = {
-    "sequential": {},
-    "worker process": {"num_workers": 1},
+    "sequential": {"dataloader#_target_": "DataLoader"},  # explicit: inference_openvino.json prefetches
+    "worker process": {"num_workers": 1, "dataloader#_target_": "DataLoader"},
     "prefetch thread": {"dataloader#_target_": "ThreadDataLoader"},
     # the model on one core, decoding/resizing on the other
-    "worker process, model 1 thread": {"num_workers": 1, "num_threads": 1},
+    "worker process, model 1 thread": {"num_workers": 1, "num_threads": 1, "dataloader#_target_": "DataLoader"},
     "prefetch thread, model 1 thread": {"dataloader#_target_": "ThreadDataLoader", "num_threads": 1},
     # the overlays before issue 15: torch's pre/postprocessing on all threads too (no effect on the pytorch backend)
-    "sequential, torch on all threads": {"configure_threads#torch_threads": 0},
+    "sequential, torch on all threads": {"configure_threads#torch_threads": 0, "dataloader#_target_": "DataLoader"},
 }
 PROFILES = {
     "quick": {"runs": 8, "warmup": 2, "budget": 4.0, "batches": (1, 4), "images": 20, "import_runs": 2},
