@@ -145,11 +145,10 @@ def test_inference_skips_bad_files_and_batches_mixed_formats(trained, tmp_path):
 
 
 def test_inference_never_overwrites_one_prediction_with_another(trained, tmp_path):
-    """a.png and a.jpg (one stem), case1/im.png and case2/im.png (one name in two folders): four inputs, four
-    masks, each the prediction of its own image; a file without a stem twin keeps the usual name."""
+    """a.png and a.jpg (one stem), case1/im.png and case2/im.png (one name in two folders) and solo.png: five
+    inputs, five masks (each the size of its own image) or five CSV rows; a file without a stem twin keeps the
+    usual name."""
     name, bundle, data, _ = trained
-    if name.endswith("classification"):
-        pytest.skip("classification writes one CSV row per input, named by its full path")
     images = tmp_path / "in"
     (images / "case1").mkdir(parents=True)
     (images / "case2").mkdir()
@@ -163,6 +162,11 @@ def test_inference_never_overwrites_one_prediction_with_another(trained, tmp_pat
     bundle_run(
         [bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64
     )
+    if name.endswith("classification"):  # one CSV row per input, named by its path
+        rows = list(csv.DictReader(open(out / "predictions.csv")))
+        inputs = {"a.png", "a.jpg", "case1/im.png", "case2/im.png", "solo.png"}
+        assert sorted(str(Path(r["image"]).relative_to(images)) for r in rows) == sorted(inputs)
+        return
     shapes = {str(p.relative_to(out)): np.asarray(Image.open(p)).shape for p in sorted(out.rglob("*_seg.png"))}
     assert shapes == {
         "a_jpg_seg.png": (60, 70),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,13 @@ def _kill_after_first_checkpoint(config: str, root: Path, args: dict, checkpoint
             proc.kill()
 
 
+def _assert_resumed_mid_run(log: str, checkpoint: str, max_epochs: int) -> None:
+    """The restarted run resumed from `checkpoint`, neither from scratch nor after the end. The SIGKILL lands after
+    the first complete checkpoint; on a loaded machine a tiny epoch or two more may finish before it does."""
+    found = re.search(rf"resumed from \S*{re.escape(checkpoint)} at epoch (\d+) of {max_epochs}", log)
+    assert found and 1 <= int(found.group(1)) < max_epochs, log[-2000:]
+
+
 def _assert_same_state(a: dict, b: dict, model_key: str) -> None:
     for key in a[model_key]:
         assert torch.equal(a[model_key][key], b[model_key][key]), key
@@ -125,7 +133,7 @@ def test_train_kill_and_exact_resume(tmp_path):
     _kill_after_first_checkpoint("train.json", run, TRAIN_ARGS, run / "models" / "last.pt")
     assert not (run / "models" / "model.pt").exists(), "the kill came too late: training had completed"
     log = run_bundle("train.json", run, TRAIN_ARGS)
-    assert "resumed from" in log and "last.pt at epoch 1 of 4" in log
+    _assert_resumed_mid_run(log, "/last.pt", 4)
 
     _assert_same_state(_final_state(ref), _final_state(run), "distiller")
     ref_student = torch.load(exported, weights_only=True)
@@ -153,7 +161,7 @@ def test_pretrain_kill_resume_and_export_used_as_teacher(tmp_path):
     _kill_after_first_checkpoint("pretrain.json", run, PRETRAIN_ARGS, run / "models" / "pretrain_last.pt")
     assert not (run / "models" / "teacher_pretrained.pth").exists(), "the kill came too late"
     log = run_bundle("pretrain.json", run, PRETRAIN_ARGS)
-    assert "pretrain_last.pt at epoch 1 of 3" in log
+    _assert_resumed_mid_run(log, "/pretrain_last.pt", 3)
     a = torch.load(ref / "models" / "pretrain_last.pt", weights_only=True)
     b = torch.load(run / "models" / "pretrain_last.pt", weights_only=True)
     _assert_same_state(a, b, "model")
