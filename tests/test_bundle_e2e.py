@@ -59,6 +59,20 @@ def test_training_writes_best_and_resume_checkpoints(trained):
     assert {"model", "optimizer", "lr_scheduler", "best_model"} <= set(last)
 
 
+def test_multi_gpu_train_runs_under_torchrun(trained, tmp_path):
+    """multi_gpu_train.json under a real `torchrun` (Gloo on CPU, one process): DDP accepts the network (every
+    trainable parameter gets a gradient) and the run ends with its checkpoint."""
+    name, bundle, data, _ = trained
+    copy = tmp_path / name
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("models"))
+    configs = f"['{copy / 'configs' / 'train.json'}','{copy / 'configs' / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", configs, "--dataset_dir", str(data), "--max_epochs", "1"]
+    proc = subprocess.run([*cmd, *TINY, "--resume", "False"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert _epoch(torch.load(copy / "models" / "last.pt", weights_only=True)) == 1
+
+
 def test_resume_continues_from_the_last_epoch(trained, tmp_path):
     name, bundle, data, _ = trained
     copy = tmp_path / name

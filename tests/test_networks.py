@@ -93,3 +93,11 @@ def test_torchscript_matches_eager(make):
     x = torch.randn(1, 3, 64, 64)
     scripted = torch.jit.script(model)
     torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_every_trainable_segmenter_parameter_gets_a_gradient():
+    """DistributedDataParallel stops on a trainable parameter that a loss never reaches (multi_gpu_train.json)."""
+    net = ViTSegmenter("tinyusfm", num_classes=2, img_size=64)
+    net(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None] == []
+    assert "backbone.fc_norm.weight" in net.state_dict()  # kept for the official checkpoints, frozen

@@ -77,6 +77,10 @@ class ViTSegmenter(nn.Module):
         if len(out_indices) != 4:
             raise ValueError(f"the pyramid needs exactly four blocks, got out_indices={list(out_indices)}")
         self.backbone = backbone
+        # The pooled feature's norm serves classification only: it gets no gradient from a segmentation loss, and
+        # DistributedDataParallel stops on parameters without one. Frozen, not removed: official checkpoints load.
+        if getattr(backbone, "fc_norm", None) is not None:
+            backbone.fc_norm.requires_grad_(False)
         self.out_indices: list[int] = [int(i) for i in out_indices]
         self.num_classes = num_classes
         dim = backbone.embed_dim
