@@ -58,11 +58,11 @@ TINY=(--image_size $SIZE --max_epochs $TASK_EPOCHS --batch_size 16 --num_workers
 for task in busi_classification busi_segmentation; do
   run_bundle "$task-train" $PY -m monai.bundle run --config_file "$RUNS/$task/configs/train.json" "${TINY[@]}"
 done
-run_bundle "busi_segmentation-multi_gpu" $PY -m torch.distributed.run --nproc_per_node=1 -m monai.bundle run \
+run_bundle "busi_segmentation-multi_gpu" $PY -m torch.distributed.run --standalone --nproc_per_node=1 -m monai.bundle run \
   --config_file "['$RUNS/busi_segmentation/configs/train.json','$RUNS/busi_segmentation/configs/multi_gpu_train.json']" \
   "${TINY[@]}" --resume False
 echo "{\"phantom_pool_size\": $POOL, \"image_size\": $SIZE, \"batch_size\": $BBATCH, \"max_epochs\": 1}" > "$OUT/d.json"
-run_bundle "distillation-multi_gpu" $PY -m torch.distributed.run --nproc_per_node=1 -m monai.bundle run \
+run_bundle "distillation-multi_gpu" $PY -m torch.distributed.run --standalone --nproc_per_node=1 -m monai.bundle run \
   --config_file "['$RUNS/tinyusfm_distillation/configs/train.json','$RUNS/tinyusfm_distillation/configs/multi_gpu_train.json']" \
   --args_file "$OUT/d.json"
 
@@ -86,8 +86,12 @@ for stage, rate in core["stages_per_s"].items():
     print(f"| coreset {stage} ({core['rows']:,} rows) | {rate:,.0f} samples/s |")
 print(f"| coreset of {core['budget']:.0%} of 2.2M images, projected (linear in N from {core['rows']:,} rows) | "
       f"{core['projected_2p2m_s'] / 60:.1f} min |")
+failed = []
 for line in open(status):
     name, result, secs = line.rstrip("\n").split("\t")
     print(f"| {name} | {result} ({secs} s) |")
+    failed += [name] if result != "ok" else []
 print(f"\nwhole check: {seconds} s")
+if failed:  # the table is printed either way; the exit status says whether every run passed
+    sys.exit(f"failed: {', '.join(failed)} (logs in {out})")
 PY
