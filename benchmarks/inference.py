@@ -82,13 +82,6 @@ PROFILES = {
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _build(model: str, kind: str, image_size: int = 224) -> Any:
     from tinyusfm_monai.networks import ViTSegmenter, build_backbone
 
@@ -276,7 +269,9 @@ def measure_variant(
     from tinyusfm_monai.deploy import configure_threads
 
     configure_threads(threads)
-    base_kib = _status_kib("VmRSS")
+    from tinyusfm_monai.utils import current_rss_mib, peak_rss_mib
+
+    base_mib = current_rss_mib()
     run = _runner(work, model, kind, backend, threads)
     gen = torch.Generator().manual_seed(0)
     x1 = torch.randn(1, 3, 224, 224, generator=gen)
@@ -296,8 +291,8 @@ def measure_variant(
         "runs": len(lat),
         "throughput": throughput[best],
         "best_batch": best,
-        "peak_rss_mib": _status_kib("VmHWM") / 1024,
-        "model_rss_mib": (_status_kib("VmHWM") - base_kib) / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "model_rss_mib": peak_rss_mib() - base_mib,
         "finite": bool(np.isfinite(out).all()),
     }
 

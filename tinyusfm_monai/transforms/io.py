@@ -12,7 +12,9 @@ rescales label values.
 from __future__ import annotations
 
 import csv
+import functools
 import os
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,8 +81,15 @@ def _stem_and_suffix(name: str) -> tuple[str, str]:
     return stem, suffix
 
 
+@functools.lru_cache(maxsize=64)
+def _stem_counts(folder: str, mtime_ns: int) -> Counter[str]:
+    """How many entries of `folder` share each stem; cached per folder state (one listing per folder and run, not
+    one per image: a folder of 10,000 inputs would otherwise be listed 10,000 times)."""
+    return Counter(_stem_and_suffix(name)[0] for name in os.listdir(folder))
+
+
 def unique_output_name(metadict: Mapping[str, Any] | None, saver: Any) -> dict[str, Any]:
-    """`SaveImaged` `output_name_formatter`: MONAI's default name, unless another file of the input's folder has
+    """`SaveImaged` `output_name_formatter`: MONAI's default name, unless another entry of the input's folder has
     the same stem (`a.png` and `a.dcm`): then the input's extension joins the name (`a_png_seg.png`,
     `a_dcm_seg.png`), so that no prediction overwrites another. A file without a stem twin keeps the usual
     `<stem>_seg.png`. Inputs in different sub-folders are kept apart by `data_root_dir`
@@ -92,9 +101,9 @@ def unique_output_name(metadict: Mapping[str, Any] | None, saver: Any) -> dict[s
     path = Path(subject)
     stem, suffix = _stem_and_suffix(path.name)
     try:
-        twins = [n for n in os.listdir(path.parent) if n != path.name and _stem_and_suffix(n)[0] == stem]
+        twins = _stem_counts(str(path.parent), path.parent.stat().st_mtime_ns)[stem] > 1
     except OSError:
-        twins = []
+        twins = False
     if twins:
         tag = suffix.lstrip(".").replace(".", "_") or "noext"
         subject = str(path.with_name(f"{stem}_{tag}{suffix or '.x'}"))
