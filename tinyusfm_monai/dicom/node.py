@@ -74,6 +74,7 @@ from tinyusfm_monai.io.dicom import (
     read_dataset,
 )
 from tinyusfm_monai.utils import TEMP_PREFIX, atomic_write, peak_rss_mib, remove_stale_temporaries
+from tinyusfm_monai.utils.atomic import DEFAULT_MODE, fsync_dir
 
 log = logging.getLogger("tinyusfm_monai.dicom.node")
 
@@ -586,7 +587,7 @@ class UltrasoundNode:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(received, 0o666 & ~_umask())
+        os.chmod(received, DEFAULT_MODE)
         with self._lock:
             name = f"{sop_uid}.dcm"
             target = self.incoming / name
@@ -599,7 +600,7 @@ class UltrasoundNode:
                     return target, True
                 log.warning("SOP %s received with different content while pending: kept both", sop_uid)
             os.replace(received, target)
-            _fsync_dir(self.incoming)
+            fsync_dir(self.incoming)
             self._pending.add(name)
         return target, False
 
@@ -806,7 +807,7 @@ class UltrasoundNode:
             if remaining:  # what the destination confirmed is never sent again, even after a crash
                 atomic_write(entry, json.dumps({**record, "files": remaining}))
         entry.unlink(missing_ok=True)
-        _fsync_dir(self.outbox)
+        fsync_dir(self.outbox)
         self._count("delivered_instances")
         log.info("results of SOP %s delivered", record["instance"].split(".dcm")[0])
         return ""
@@ -837,25 +838,6 @@ def _mtime_and_name(path: Path) -> tuple[float, str]:
         return path.stat().st_mtime, path.name
     except OSError:
         return 0.0, path.name
-
-
-def _umask() -> int:
-    from tinyusfm_monai.utils.atomic import UMASK
-
-    return UMASK
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _digest(path: Path) -> str:

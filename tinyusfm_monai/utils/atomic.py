@@ -43,7 +43,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable (fsync the directory), where the file system allows it."""
     try:  # not every file system lets a directory be opened or synced (e.g. some network mounts)
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -82,7 +83,7 @@ def atomic_path(path: str | os.PathLike, durable: bool = True, mode: int | None 
             _fsync_file(tmp)
         os.replace(tmp, target)
         if durable:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
