@@ -158,6 +158,40 @@ def _loss_terms() -> dict[str, Any]:
     return {"_target_": "tinyusfm_monai.distillation.engine.loss_terms", "_mode_": "callable"}
 
 
+def _warmup_cosine() -> dict[str, Any]:
+    """The LR schedule of train.json and pretrain.json: linear warm-up over a fraction of the steps, then cosine."""
+    return {
+        "_target_": "monai.optimizers.WarmupCosineSchedule",
+        "optimizer": "@optimizer",
+        "warmup_steps": "$int(@warmup_fraction * @max_epochs * len(@train#dataloader))",
+        "t_total": "$@max_epochs * len(@train#dataloader)",
+    }
+
+
+def _pool_training_data(datalist: str, **loader: Any) -> dict[str, Any]:
+    """`train#dataset` and `train#dataloader` over the decoded pool rows that `datalist` names (all when empty)."""
+    return {
+        "dataset": {
+            "_target_": "tinyusfm_monai.distillation.shards.PoolImageDataset",
+            "store": "@pool_images",
+            "indices": {
+                "_target_": "tinyusfm_monai.distillation.pool.pool_indices",
+                "manifest_path": "@pool",
+                "datalist": datalist,
+            },
+        },
+        "dataloader": {
+            "_target_": "torch.utils.data.DataLoader",
+            "dataset": "@train#dataset",
+            "batch_size": "@batch_size",
+            "shuffle": True,
+            "num_workers": "@num_workers",
+            "pin_memory": "$torch.cuda.is_available()",
+            **loader,
+        },
+    }
+
+
 def train_config() -> dict[str, Any]:
     """configs/train.json: masked distillation with consistency weighting, resumable, student exported."""
     values = _run_values()
@@ -183,30 +217,9 @@ def train_config() -> dict[str, Any]:
             "weight_decay": "@weight_decay",
             "fused": "$torch.cuda.is_available()",
         },
-        "lr_scheduler": {
-            "_target_": "monai.optimizers.WarmupCosineSchedule",
-            "optimizer": "@optimizer",
-            "warmup_steps": "$int(@warmup_fraction * @max_epochs * len(@train#dataloader))",
-            "t_total": "$@max_epochs * len(@train#dataloader)",
-        },
+        "lr_scheduler": _warmup_cosine(),
         "train": {
-            "dataset": {
-                "_target_": "tinyusfm_monai.distillation.shards.PoolImageDataset",
-                "store": "@pool_images",
-                "indices": {
-                    "_target_": "tinyusfm_monai.distillation.pool.pool_indices",
-                    "manifest_path": "@pool",
-                    "datalist": "@coreset_datalist",
-                },
-            },
-            "dataloader": {
-                "_target_": "torch.utils.data.DataLoader",
-                "dataset": "@train#dataset",
-                "batch_size": "@batch_size",
-                "shuffle": True,
-                "num_workers": "@num_workers",
-                "pin_memory": "$torch.cuda.is_available()",
-            },
+            **_pool_training_data("@coreset_datalist"),
             "inferer": {"_target_": "SimpleInferer"},
             "distiller": {
                 "_target_": "tinyusfm_monai.distillation.model.DistillationModel.from_settings",
@@ -367,31 +380,9 @@ def pretrain_config() -> dict[str, Any]:
             "betas": [0.9, 0.95],
             "fused": "$torch.cuda.is_available()",
         },
-        "lr_scheduler": {
-            "_target_": "monai.optimizers.WarmupCosineSchedule",
-            "optimizer": "@optimizer",
-            "warmup_steps": "$int(@warmup_fraction * @max_epochs * len(@train#dataloader))",
-            "t_total": "$@max_epochs * len(@train#dataloader)",
-        },
+        "lr_scheduler": _warmup_cosine(),
         "train": {
-            "dataset": {
-                "_target_": "tinyusfm_monai.distillation.shards.PoolImageDataset",
-                "store": "@pool_images",
-                "indices": {
-                    "_target_": "tinyusfm_monai.distillation.pool.pool_indices",
-                    "manifest_path": "@pool",
-                    "datalist": "@pretrain_datalist",
-                },
-            },
-            "dataloader": {
-                "_target_": "torch.utils.data.DataLoader",
-                "dataset": "@train#dataset",
-                "batch_size": "@batch_size",
-                "shuffle": True,
-                "num_workers": "@num_workers",
-                "pin_memory": "$torch.cuda.is_available()",
-                "drop_last": "$len(@train#dataset) > @batch_size",
-            },
+            **_pool_training_data("@pretrain_datalist", drop_last="$len(@train#dataset) > @batch_size"),
             "model": {
                 "_target_": "tinyusfm_monai.distillation.pretrain.MaskedImageModel.from_settings",
                 "encoder": "@teacher_def",
