@@ -354,6 +354,51 @@ def test_access_control_allowlist_called_ae_cap_and_idle_timeout(tmp_path, node_
     assert rejected == {"unknown-peer": 2, "called-ae-title": 1, "peer-limit": 1}
 
 
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    require_tool("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_silent_and_dribbling_clients_cannot_lock_the_node(tmp_path, node_factory, caplog, tls):
+    """11 silent + 11 byte-dribbling connections from 22 different addresses (more than max_associations), then
+    6 silent ones from one address: a legitimate peer is still served within seconds, every hostile connection
+    is closed by the node within its handshake deadline, and each refusal is counted in the status."""
+    import ssl
+
+    from hostile_clients import Attacker, echo_seconds, open_attackers
+
+    cert, key = _self_signed(tmp_path) if tls else (None, None)
+    options = dict(tls_cert=str(cert), tls_key=str(key)) if tls else {}
+    node = node_factory(handshake_timeout=2.0, max_per_address=4, **options)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert)) if tls else None
+    attackers = open_attackers(node.port, silent=11, dribbling=11, tls=tls)
+    one_host = [Attacker(node.port, "127.0.0.50") for _ in range(6)]
+    try:
+        time.sleep(0.5)  # every hostile connection is in place
+        served = echo_seconds(node.port, client, attempts_for=20)
+        assert served < 3.0, f"legitimate peer served after {served:.1f} s"
+        _wait_for(lambda: all(a.closed_after is not None for a in attackers + one_host), 10, "hostile sockets closed")
+        assert max(a.closed_after for a in attackers + one_host) < 2.0 + 1.5  # handshake deadline + watchdog tick
+        assert echo_seconds(node.port, client, attempts_for=5) < 3.0
+    finally:
+        for a in attackers + one_host:
+            a.close()
+    rejected = _status(tmp_path / "spool", node)["counts"]["rejected_associations"]
+    assert rejected.get("address-limit") == 2, rejected
+    dropped = rejected.get("handshake-timeout", 0) + rejected.get("evicted-unfinished-connection", 0)
+    assert dropped == 22 + 4, rejected
+    assert "address-limit" in caplog.text and "127.0.0.50" in caplog.text
+
+
 def test_dicom_tls(tmp_path, node_factory):
     """DICOM TLS with a self-signed certificate made by the openssl CLI; a plain connection gets nothing."""
     import ssl

@@ -25,7 +25,8 @@ from torch import nn
 
 from tinyusfm_monai.utils.atomic import atomic_write
 
-from .onnx import export_onnx, onnx_session, quantize_onnx_int8, run_onnx
+from .onnx import export_onnx, onnx_session, quantize_onnx_int8, run_onnx, write_onnx_metadata
+from .openvino import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def export(
         if int8:
             quantize_onnx_int8(fp32, out)
             fp32.unlink()
+        # which weights it was made from: OnnxInferer never runs it for others (as for the OpenVINO IR)
+        write_onnx_metadata(out, {"weights_sha256": weights_fingerprint(network), "image_size": size, "int8": int8})
         session = onnx_session(out)
         report = _check(network, lambda x: run_onnx(session, x), size, None if int8 else FP32_ATOL)
     else:
@@ -131,7 +134,8 @@ def export(
         with torch.no_grad():
             scripted = torch.jit.script(model) if not int8 else torch.jit.trace(model, torch.zeros(1, 3, size, size))
         out.parent.mkdir(parents=True, exist_ok=True)
-        scripted.save(str(out))
+        # the weights fingerprint travels with it too (no bundle backend runs TorchScript; a deployment can check)
+        scripted.save(str(out), _extra_files={"weights_sha256": weights_fingerprint(network)})
         loaded = torch.jit.load(str(out), map_location="cpu")
         report = _check(network, lambda x: loaded(x).numpy(), size, None if int8 else FP32_ATOL)
     print(

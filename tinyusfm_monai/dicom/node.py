@@ -57,6 +57,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
 from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
+from tinyusfm_monai.dicom.admission import ConnectionGuard, start_guarded_server
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import (
@@ -86,6 +87,7 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
 REJECT_PEER_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+REJECT_LOG_INTERVAL_S = 10.0  # one log line per (address, reason) at most this often; every rejection is counted
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 300.0
 SEND_BATCH = 16  # outbox entries per association
@@ -130,7 +132,12 @@ def parse_peers(allow: str | Sequence[str] | None) -> list[Peer] | None:
     """'A,B@10.0.0.5' (or a list) -> peers; None or '*' -> None (any calling AE title)."""
     if allow is None:
         return None
-    items = [allow] if isinstance(allow, str) else list(allow)
+    if isinstance(allow, (bool, float)) or not isinstance(allow, (str, int, Sequence)):
+        raise ValueError(
+            f"--allow {allow!r}: expected calling AE titles as text, e.g. --allow 'MODALITY,US1@10.0.0.5' "
+            "(quote an AE title that the command line would read as a number)"
+        )
+    items = [str(allow)] if isinstance(allow, (str, int)) else list(allow)
     texts = [t.strip() for item in items for t in str(item).split(",") if t.strip()]
     if texts == ["*"]:
         return None
@@ -146,6 +153,14 @@ def server_tls_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLCon
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(ca)
     return context
+
+
+def safe_text(text: object, limit: int = 64) -> str:
+    """`text` fit for one log line: control characters (CR, LF, ESC...) and anything outside printable ASCII
+    escaped as \\xNN, cut at `limit` characters. AE titles and addresses come from the network: a CR/LF in one
+    must not forge a log line."""
+    out = "".join(c if " " <= c <= "~" and c != "\\" else f"\\x{ord(c):02x}" for c in str(text)[:limit])
+    return out + ("..." if len(str(text)) > limit else "")
 
 
 def _now() -> str:
@@ -180,6 +195,10 @@ class UltrasoundNode:
         tls_context: ssl.SSLContext | None = None,
         status_interval: float = 1.0,
         backoff_max: float = BACKOFF_MAX_S,
+        handshake_timeout: float = 10.0,
+        max_per_address: int = 4,
+        max_connecting: int | None = None,
+        max_association_s: float | None = 3600.0,
     ) -> None:
         if seg_type not in SEG_TYPES:
             raise ValueError(f"seg_type must be one of {SEG_TYPES}")
@@ -209,6 +228,12 @@ class UltrasoundNode:
         self.tls_context = tls_context
         self.status_interval = status_interval
         self.backoff_max = backoff_max
+        self.handshake_timeout = float(handshake_timeout)
+        self.max_per_address = max(1, int(max_per_address))
+        self.max_connecting = max(1, int(max_connecting or max_associations))
+        self.max_association_s = max_association_s
+        self._guard: ConnectionGuard | None = None
+        self._reject_logged: dict[tuple[str, str], tuple[float, int]] = {}
         self._server = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -238,7 +263,10 @@ class UltrasoundNode:
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
-        ae.maximum_associations = self.max_associations
+        # the limit on associations is the node's own (`_on_requested`: only connections that sent an
+        # A-ASSOCIATE-RQ count); pynetdicom's counts silent and just-dropped connections too, so it is set well
+        # above what the guard admits, a backstop only (its rejections are still counted: `_on_rejected`)
+        ae.maximum_associations = 4 * (self.max_associations + self.max_connecting)
         # idle peers are dropped: no held association can lock the others out for longer than this
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = self.network_timeout
         ae.require_called_aet = True
@@ -277,11 +305,24 @@ class UltrasoundNode:
             t.start()
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        self._server = self._make_ae().start_server(
-            (self.host, self.port), block=False, evt_handlers=handlers, ssl_context=self.tls_context
+        self._guard = ConnectionGuard(
+            self.handshake_timeout,
+            self.max_per_address,
+            self.max_connecting,
+            self._reject_connection,
+            max_lifetime=self.max_association_s,
+        ).start()
+        self._server = start_guarded_server(
+            self._make_ae(),
+            (self.host, self.port),
+            self._guard,
+            self._reject_connection,
+            handlers,
+            ssl_context=self.tls_context,
         )
         access = (
             "any calling AE title"
@@ -289,13 +330,17 @@ class UltrasoundNode:
             else ", ".join(p.ae_title + (f"@{p.address}" if p.address else "") for p in self.allowed_peers)
         )
         log.info(
-            "listening as %s on %s:%d (TLS %s); calling AE titles allowed: %s; at most %d association(s) per peer",
+            "listening as %s on %s:%d (TLS %s); calling AE titles allowed: %s; at most %d association(s) per peer, "
+            "%d connection(s) per address, %d association(s) in all; association request due %g s after connecting",
             self.ae_title,
             self.host,
             self.port,
             "on" if self.tls_context else "off",
             access,
             self.max_per_peer,
+            self.max_per_address,
+            self.max_associations,
+            self.handshake_timeout,
         )
         if self.allowed_peers is None:
             log.warning("no allowlist (--allow): any calling AE title is accepted; set --allow for production use")
@@ -311,6 +356,8 @@ class UltrasoundNode:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._guard is not None:
+            self._guard.stop()
         self.queue.put(None)
         for t in self._threads:
             t.join(timeout)
@@ -414,7 +461,11 @@ class UltrasoundNode:
                 if self.allowed_peers is None
                 else [p.ae_title + (f"@{p.address}" if p.address else "") for p in self.allowed_peers],
                 "max_per_peer": self.max_per_peer,
+                "max_per_address": self.max_per_address,
+                "max_associations": self.max_associations,
+                "handshake_timeout_s": self.handshake_timeout,
                 "idle_timeout_s": self.network_timeout,
+                "connections": self._guard.counts() if self._guard is not None else {},
             },
             "limits": {
                 "max_frame_pixels": self.limits.max_frame_pixels,
@@ -447,9 +498,11 @@ class UltrasoundNode:
     # ---- association control -----------------------------------------------------------------------------
 
     def _on_requested(self, event: evt.Event) -> None:
-        """Reject, before negotiation, peers that are not on the allowlist, a wrong called AE title, and a peer
-        that already holds `max_per_peer` associations."""
+        """Reject, before negotiation, peers that are not on the allowlist, a wrong called AE title, a peer that
+        already holds `max_per_peer` associations, and any request beyond `max_associations`."""
         assoc = event.assoc
+        # the A-ASSOCIATE-RQ is in: from here the ACSE timeout is the idle timeout again (the guard shortened it)
+        assoc.acse_timeout = self.network_timeout
         request = assoc.requestor.primitive
         calling = str(request.calling_ae_title).strip()
         called = str(request.called_ae_title).strip()
@@ -460,25 +513,54 @@ class UltrasoundNode:
         elif self.allowed_peers is not None and not any(p.admits(calling, address) for p in self.allowed_peers):
             reason, rsd = "unknown-peer", REJECT_CALLING_AE
         else:
-            held = sum(
-                1
+            others = [
+                other
                 for other in list(assoc.ae.active_associations)
                 if other is not assoc
                 and other.is_acceptor
-                and other.is_established
+                and other.requestor.primitive is not None
+                and not (other.is_rejected or other.is_aborted or other.is_released)
+            ]
+            held = sum(
+                1
+                for other in others
+                if other.is_established
                 and str(other.requestor.ae_title).strip() == calling
                 and other.requestor.address == address
             )
             if held >= self.max_per_peer:
                 reason, rsd = "peer-limit", REJECT_PEER_LIMIT
+            elif len(others) >= self.max_associations:
+                reason, rsd = "association-limit", REJECT_PEER_LIMIT
         if not reason:
             return
-        self._count("rejected_associations", reason)
-        message = f"association from {calling or '?'}@{address} (called {called or '?'}) rejected: {reason}"
-        log.warning(message)
-        self._error(message)
+        self._reject_connection(
+            address, reason, f"association from {safe_text(calling) or '?'} (called {safe_text(called) or '?'})"
+        )
         assoc.acse.send_reject(*rsd)
         assoc.kill()
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        """pynetdicom's own A-ASSOCIATE-RJ (its global association limit): counted and logged as the node's."""
+        self._reject_connection(event.assoc.requestor.address, "association-limit", "rejected by pynetdicom's limit")
+
+    def _reject_connection(self, address: str, reason: str, detail: str) -> None:
+        """Every refused or dropped connection: counted under `rejected_associations`, logged once per
+        (address, reason) every REJECT_LOG_INTERVAL_S with the number of repeats (a flood cannot flood the log)."""
+        self._count("rejected_associations", reason)
+        now = time.monotonic()
+        key = (str(address), reason)
+        with self._lock:
+            last, suppressed = self._reject_logged.get(key, (-REJECT_LOG_INTERVAL_S, 0))
+            due = now - last >= REJECT_LOG_INTERVAL_S
+            self._reject_logged[key] = (now, 0) if due else (last, suppressed + 1)
+            if len(self._reject_logged) > 4096:  # addresses seen long ago
+                self._reject_logged = {k: v for k, v in self._reject_logged.items() if now - v[0] < 60}
+        message = f"connection from {safe_text(address)} refused or dropped: {reason}: {safe_text(detail, 200)}"
+        if due:
+            more = f" (and {suppressed} more like it in the last {REJECT_LOG_INTERVAL_S:g} s)" if suppressed else ""
+            log.warning(message + more)
+        self._error(message)
 
     # ---- SCP handlers ------------------------------------------------------------------------------------
 
@@ -486,7 +568,7 @@ class UltrasoundNode:
         return STATUS_SUCCESS
 
     def _refuse(self, event: evt.Event, status: int, reason: str, detail: str, sop: str = "") -> Dataset:
-        peer = f"{str(event.assoc.requestor.ae_title).strip()}@{event.assoc.requestor.address}"
+        peer = f"{safe_text(str(event.assoc.requestor.ae_title).strip())}@{safe_text(event.assoc.requestor.address)}"
         self._count("refused", reason)
         message = f"C-STORE from {peer} refused{f' (SOP {sop})' if sop else ''}: {reason}: {detail}"
         log.warning(message)
@@ -884,6 +966,9 @@ def serve(
     backoff_max: float = BACKOFF_MAX_S,
     queue_wait: float = 10.0,
     backend: str = DEFAULT_BACKEND,
+    handshake_timeout: float = 10.0,
+    max_per_address: int = 4,
+    max_association_s: float = 3600.0,
 ) -> UltrasoundNode | None:
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
@@ -891,7 +976,12 @@ def serve(
     dest: AE_TITLE@host:port of the node that receives the results (PACS); none -> results stay in `output`.
     allow: calling AE titles allowed to send, comma-separated, each optionally AE@address; '*' = any (logged).
     max_per_peer: associations one calling AE title + address may hold at once. idle_timeout: seconds an
-    association may stay silent before it is dropped. max_frame_pixels / max_frames / max_file_mb: per-instance
+    association may stay silent before it is dropped, and the longest one PDU may take to arrive.
+    handshake_timeout: seconds from TCP connect to a complete A-ASSOCIATE-RQ, TLS handshake included (a total, not
+    per read). max_per_address: connections one source address may hold at once, whatever its AE titles.
+    max_association_s: the longest any association may last. max_associations: associations at once in all
+    (connections still before their association request are capped at the same number; at that cap the oldest
+    unfinished one is dropped for a newcomer). max_frame_pixels / max_frames / max_file_mb: per-instance
     limits, checked from the header before acknowledging. max_attempts: processing starts before an instance
     that keeps crashing the node is moved to failed/. tls_cert / tls_key (and tls_ca to require client
     certificates): DICOM TLS. spool: where received instances, attempts and the outbox live; survives restarts.
@@ -936,6 +1026,9 @@ def serve(
         tls_context=tls,
         backoff_max=float(backoff_max),
         enqueue_timeout=float(queue_wait),
+        handshake_timeout=float(handshake_timeout),
+        max_per_address=int(max_per_address),
+        max_association_s=float(max_association_s) if max_association_s else None,
     ).start()
     if not block:
         return node
