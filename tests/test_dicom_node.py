@@ -399,22 +399,44 @@ def test_silent_and_dribbling_clients_cannot_lock_the_node(tmp_path, node_factor
     assert "address-limit" in caplog.text and "127.0.0.50" in caplog.text
 
 
-def test_dicom_tls(tmp_path, node_factory):
-    """DICOM TLS with a self-signed certificate made by the openssl CLI; a plain connection gets nothing."""
+def test_full_disk_loses_nothing_answers_a700_and_heals(tmp_path):
+    """ENOSPC in receiving, spooling, processing and status writing, on a 4 MiB tmpfs made for the test in a
+    private mount namespace (tests/disk_full_scenario.py; `unshare -m` as root, `unshare -rm` otherwise): the
+    acknowledged instances wait and are processed by themselves once space returns, a C-STORE during the full
+    disk is answered 0xA700 on a live association, nothing fails, no traceback, one log line."""
+    require_tool("unshare", "mount")
+    script = [sys.executable, str(TESTS / "disk_full_scenario.py"), str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    runs = []
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):  # root, else an unprivileged user namespace
+        proc = subprocess.run(prefix + script, capture_output=True, text=True, timeout=300, env=env)
+        runs.append(proc)
+        if proc.returncode == 0:
+            break
+    lines = [line for line in runs[-1].stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, "the scenario could not run: " + " | ".join(p.stderr[-500:] for p in runs)
+    result = json.loads(lines[0][len("RESULT ") :])
+    assert result["acknowledged"] == [0, 0, 0] and result["filler_bytes"] > 0
+    assert result["refused_while_full"] == 0xA700, "answered Out of Resources, and the association still works"
+    full = result["while_full"]
+    assert full["disk"]["state"] == "full" and full["failed"] == {} and full["processed"] == 0
+    assert full["incoming"] == 3, "the acknowledged instances are still in the spool"
+    assert result["idle"] and result["resent"] == 0
+    after = result["after"]
+    assert after["disk"]["state"] == "ok" and after["failed"] == {} and after["processed"] == 4
+    assert after["results"] == 4
+    assert result["tracebacks"] == 0 and result["disk_full_log_lines"] == 1
+
+
+def test_dicom_tls(tmp_path, node_factory, caplog):
+    """DICOM TLS with a self-signed certificate made by the openssl CLI; a plain connection gets nothing, and the
+    failed handshake is logged and counted."""
     import ssl
 
     from pynetdicom import AE
     from pynetdicom.sop_class import UltrasoundImageStorage, Verification
 
-    require_tool("openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
-        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    cert, key = _self_signed(tmp_path)
     node = node_factory(tls_cert=str(cert), tls_key=str(key))
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     ae = AE(ae_title="MODALITY")
@@ -430,6 +452,8 @@ def test_dicom_tls(tmp_path, node_factory):
     assert node.wait_idle(60)
     status = _status(tmp_path / "spool", node)
     assert status["counts"]["processed"] == 1 and status["node"]["tls"]
+    assert status["counts"]["rejected_associations"] == {"tls-handshake-failed": 1}
+    assert "tls-handshake-failed: TLS handshake failed" in caplog.text
 
 
 def test_queue_full_and_resend_never_loses_an_acknowledged_instance(tmp_path, node_factory):

@@ -58,6 +58,7 @@ from pynetdicom.sop_class import Verification
 
 from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
 from tinyusfm_monai.dicom.admission import ConnectionGuard, start_guarded_server
+from tinyusfm_monai.dicom.diskfull import is_disk_full, receive_failed, tolerate_full_disk_on_receive
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import (
@@ -87,6 +88,7 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
 REJECT_PEER_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+DISK_RETRY_S = 5.0  # how often the worker tries again while the disk is full
 REJECT_LOG_INTERVAL_S = 10.0  # one log line per (address, reason) at most this often; every rejection is counted
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 300.0
@@ -258,6 +260,7 @@ class UltrasoundNode:
         self.destination_state = {"state": "none" if destination is None else "ok", "consecutive_failures": 0}
         self._next_send = 0.0
         self.last_error: dict[str, str] | None = None
+        self.disk_state: dict[str, object] = {"state": "ok"}
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -280,6 +283,7 @@ class UltrasoundNode:
         quiet_third_party_output()
         # receive datasets straight to a file: nothing of a large instance is held in memory
         _config.STORE_RECV_CHUNKED_DATASET = True
+        tolerate_full_disk_on_receive()  # a full disk during a receive is answered 0xA700, not an abort
         for d in (self.incoming, self.failed, self.output_dir, self.attempts_dir, self.outbox):
             d.mkdir(parents=True, exist_ok=True)
         if self.keep_done:
@@ -434,6 +438,28 @@ class UltrasoundNode:
         with self._lock:
             self.last_error = {"time": _now(), "message": message}
 
+    def _disk_full(self, where: str) -> None:
+        """Logged once per episode (the state goes to status.json): a full disk is waited out, never a failure."""
+        with self._lock:
+            first = self.disk_state.get("state") != "full"
+            if first:
+                self.disk_state = {"state": "full", "since": _now(), "where": where, "_t0": time.monotonic()}
+        if first:
+            message = (
+                f"disk full ({where}): acknowledged instances wait in the spool, new C-STOREs are answered 0xA700 "
+                f"(the sender keeps and retries them); resuming by itself when space returns"
+            )
+            log.error(message)
+            self._error(message)
+
+    def _space_back(self) -> None:
+        with self._lock:
+            if self.disk_state.get("state") != "full":
+                return
+            seconds = time.monotonic() - float(self.disk_state.get("_t0", time.monotonic()))  # type: ignore[arg-type]
+            self.disk_state = {"state": "ok", "last_full": f"{seconds:.0f} s until {_now()}"}
+        log.info("disk space is back after %.0f s: processing resumed", seconds)
+
     def status(self, state: str = "running") -> dict:
         """The node's state as written to status.json."""
         with self._lock:
@@ -442,6 +468,7 @@ class UltrasoundNode:
             destination = dict(self.destination_state)
             last_error = dict(self.last_error) if self.last_error else None
             next_send = self._next_send
+            disk = {k: v for k, v in self.disk_state.items() if not k.startswith("_")}
         if self.destination is not None:
             destination["ae"] = f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
             destination["next_attempt_in_s"] = round(max(0.0, next_send - time.monotonic()), 1)
@@ -481,6 +508,7 @@ class UltrasoundNode:
             },
             "counts": counts,
             "destination": destination,
+            "disk": disk,
             "last_error": last_error,
             "peak_rss_mb": round(peak_rss_mib(), 1),
         }
@@ -488,8 +516,11 @@ class UltrasoundNode:
     def write_status(self, state: str = "running") -> None:
         try:
             atomic_write(self.status_path, json.dumps(self.status(state), indent=2), durable=False)
-        except OSError as exc:  # a full disk must not stop the node; the log says it
-            log.error("cannot write %s: %s", self.status_path.name, exc.strerror)
+        except OSError as exc:  # a full disk must not stop the node; the log says it (once per episode)
+            if is_disk_full(exc):
+                self._disk_full(f"writing {self.status_path.name}, which goes stale until space returns")
+            else:
+                log.error("cannot write %s: %s", self.status_path.name, exc.strerror)
 
     def _status_loop(self) -> None:
         while not self._stopping.wait(self.status_interval):
@@ -579,7 +610,27 @@ class UltrasoundNode:
         return rsp
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
+        try:
+            return self._store(event)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            return self._refuse_disk_full(event, "receiving")
+
+    def _refuse_disk_full(self, event: evt.Event, where: str) -> Dataset:
+        """0xA700: the sender keeps the instance and sends it again later (counted, logged once per episode)."""
+        self._count("refused", "disk-full")
+        self._disk_full(where)
+        rsp = Dataset()
+        rsp.Status = STATUS_OUT_OF_RESOURCES
+        rsp.ErrorComment = "disk full: send again later"
+        return rsp
+
+    def _store(self, event: evt.Event) -> int | Dataset:
         sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        chunked = getattr(event.request, "_dataset_path", None)  # pynetdicom's receive file (STORE_RECV_CHUNKED)
+        if chunked is not None and receive_failed(chunked[0] if isinstance(chunked, tuple) else chunked):
+            return self._refuse_disk_full(event, "receiving")
         if not is_valid_uid(sop_uid):
             return self._refuse(event, STATUS_CANNOT_UNDERSTAND, INVALID_UID, "Affected SOP Instance UID")
         received = self._received_file(event)
@@ -600,6 +651,8 @@ class UltrasoundNode:
             try:
                 path, duplicate = self._persist(received, sop_uid)
             except OSError as exc:
+                if is_disk_full(exc):
+                    return self._refuse_disk_full(event, "spooling")
                 self._error(f"cannot persist SOP {sop_uid}: {exc.strerror or type(exc).__name__}")
                 log.error("C-STORE SOP %s: cannot persist (%s)", sop_uid, exc.strerror or type(exc).__name__)
                 return STATUS_OUT_OF_RESOURCES
@@ -637,13 +690,17 @@ class UltrasoundNode:
         except AttributeError:
             source = None
         tmp = self.incoming / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}.dcm"
-        if source is None:
-            tmp.write_bytes(event.encoded_dataset(include_meta=True))
-            return tmp
         try:
-            os.replace(source, tmp)  # same file system: a rename
+            if source is None:
+                tmp.write_bytes(event.encoded_dataset(include_meta=True))
+                return tmp
+            try:
+                os.replace(source, tmp)  # same file system: a rename
+            except OSError:
+                shutil.copyfile(source, tmp)  # /tmp on another file system: copied once
         except OSError:
-            shutil.copyfile(source, tmp)  # /tmp on another file system: copied once
+            tmp.unlink(missing_ok=True)  # e.g. a full disk: no partial copy stays behind
+            raise
         return tmp
 
     def _admit(self, path: Path, sop_uid: str) -> None:
@@ -696,12 +753,29 @@ class UltrasoundNode:
                     if path is None:
                         return
                     continue
-                self._process(path)
+                self._process_until_space(path)
             except Exception as exc:  # never let the worker die
                 log.exception("worker error on %s", path.name if path else "?")
                 self._error(f"worker error: {type(exc).__name__}")
             finally:
                 self.queue.task_done()
+
+    def _process_until_space(self, path: Path) -> None:
+        """A full disk is no reason to fail an instance: it stays in incoming/ (acknowledged, pending, its attempt
+        not counted) and is tried again every DISK_RETRY_S until space returns; on stop it waits for the next
+        start."""
+        while True:
+            try:
+                self._process(path)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._disk_full("processing")
+                if self._stopping.wait(DISK_RETRY_S):
+                    return
+                continue
+            self._space_back()
+            return
 
     def _done_with(self, path: Path) -> None:
         (self.attempts_dir / f"{path.name}.json").unlink(missing_ok=True)
@@ -726,6 +800,26 @@ class UltrasoundNode:
             return
         sop = path.name.split(".dcm")[0]
         previous = self._count_attempt(path)
+        try:
+            self._process_counted(path, sop, previous)
+        except Exception as exc:
+            if is_disk_full(exc):
+                self._undo_attempt(path, previous)
+            raise
+
+    def _undo_attempt(self, path: Path, previous: int) -> None:
+        """A full disk is not the instance's fault: its attempt counter goes back (removing the record needs no
+        space; rewriting it may not be possible while the disk is full)."""
+        record = self.attempts_dir / f"{path.name}.json"
+        try:
+            if previous == 0:
+                record.unlink(missing_ok=True)
+            else:
+                atomic_write(record, json.dumps({"attempts": previous, "last_started": _now()}))
+        except OSError:
+            pass
+
+    def _process_counted(self, path: Path, sop: str, previous: int) -> None:
         if previous >= self.max_attempts:
             reason = (
                 f"gave up after {previous} attempts: the node stopped or crashed while processing it each time "
@@ -749,6 +843,8 @@ class UltrasoundNode:
             log.warning("SOP %s not processed: %s", sop, exc.reason)
             return
         except Exception as exc:
+            if is_disk_full(exc):
+                raise
             self._fail(path, "processing-error", f"processing error: {type(exc).__name__}")
             log.error("SOP %s processing failed: %s", sop, type(exc).__name__)
             return
@@ -861,6 +957,8 @@ class UltrasoundNode:
                 if error:
                     return error
         except Exception as exc:  # the association broke in a way pynetdicom reports by raising
+            if is_disk_full(exc):
+                return "the local disk is full (the outbox cannot be updated)"
             return f"sending failed ({type(exc).__name__})"
         finally:
             if assoc.is_established:
