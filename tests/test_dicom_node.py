@@ -258,6 +258,77 @@ def test_results_wait_in_the_outbox_until_the_destination_is_back(tmp_path, node
     assert len(set(uids)) == 3, "each result once"
 
 
+def _pynetdicom_pacs(port: int, status: int = 0x0000, classes=None):
+    """A PACS stand-in (pynetdicom) answering every C-STORE with `status`, supporting only `classes`."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import SegmentationStorage
+
+    ae = AE(ae_title="PACS")
+    for uid in classes or [SegmentationStorage]:
+        ae.add_supported_context(uid)
+    received = []
+
+    def on_store(event):
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return status
+
+    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]), received
+
+
+def test_delivery_failures_reach_the_status_and_fail_their_own_entry(tmp_path, node_factory, caplog):
+    """A PACS refusing every result (0xC000), a PACS without a SEG presentation context, and a result file
+    damaged in the outbox: each entry concerned goes to failed/ with its reason (not retried for ever), the other
+    entries are delivered, no traceback, and `dicom status` exits 1 with the reason."""
+    from pynetdicom.sop_class import CTImageStorage
+
+    from tinyusfm_monai.dicom.status import STATUS_WARNING, read_status
+
+    require_tool("storescu")
+    files = [
+        copy_with(us_file("US1_UNCR.dcm"), tmp_path / "m" / f"{i}.dcm", SOPInstanceUID=f"1.2.3.9.{i}") for i in range(3)
+    ]
+    cases = [("refusing", 0xC000, None), ("no-seg", 0x0000, [CTImageStorage])]
+    for k, (name, code, classes) in enumerate(cases):
+        port, spool = free_port(), tmp_path / f"spool-{name}"
+        pacs, received = _pynetdicom_pacs(port, code, classes)
+        try:
+            node = node_factory(dest=f"PACS@127.0.0.1:{port}", spool=str(spool), output=str(tmp_path / name))
+            assert _send(node.port, files[k])[0] == 0
+            assert node.wait_idle(60) and node.wait_delivered(60)
+            node.write_status()
+            status, exit_code = read_status(spool)
+        finally:
+            pacs.shutdown()
+        assert exit_code == STATUS_WARNING, status
+        assert status["counts"]["delivery_failed"] == 1 and status["destination"]["state"] == "ok"
+        reason = "C-STORE status 0xC000" if name == "refusing" else "accepts no presentation context"
+        assert any("not delivered" in r and reason in r for r in status["reasons"]), status["reasons"]
+        assert len(list((spool / "failed").glob("*.delivery.json"))) == 1
+        assert len(received) == (0 if name == "no-seg" else 1)  # refused once, not retried
+
+    # damaged result: two entries wait in the outbox while the PACS is down; one result file is overwritten
+    port, spool = free_port(), tmp_path / "spool-damaged"
+    node = node_factory(
+        dest=f"PACS@127.0.0.1:{port}", spool=str(spool), output=str(tmp_path / "damaged"), backoff_max=1.0
+    )
+    assert _send(node.port, files[0], files[2])[0] == 0
+    assert node.wait_idle(60)
+    entries = sorted((spool / "outbox").glob("*.json"))
+    assert len(entries) == 2
+    victim = tmp_path / "damaged" / json.loads(entries[0].read_text())["files"][0]
+    victim.write_bytes(b"not DICOM at all" * 10)
+    pacs, received = _pynetdicom_pacs(port)
+    try:
+        assert node.wait_delivered(60)
+    finally:
+        pacs.shutdown()
+    status = _status(spool, node)
+    assert status["counts"]["delivered_instances"] == 1 and status["counts"]["delivery_failed"] == 1
+    assert len(received) == 1
+    assert "cannot be read" in (spool / "failed" / f"{entries[0].stem}.delivery.json.reason.txt").read_text()
+    assert "Traceback" not in caplog.text and "sender error" not in caplog.text
+
+
 def test_hostile_uids_never_leave_the_output(tmp_path, node_factory):
     """A peer sending '../../../../tmp/x', absolute, over-long or non-digit UIDs: refused with the reason,
     nothing written outside the spool and the output folder."""

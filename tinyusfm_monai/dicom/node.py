@@ -52,7 +52,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
@@ -469,6 +469,8 @@ class UltrasoundNode:
             last_error = dict(self.last_error) if self.last_error else None
             next_send = self._next_send
             disk = {k: v for k, v in self.disk_state.items() if not k.startswith("_")}
+        outbox = [_mtime_and_name(p)[0] for p in self.outbox.glob("*.json")]
+        outbox = [t for t in outbox if t]
         if self.destination is not None:
             destination["ae"] = f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
             destination["next_attempt_in_s"] = round(max(0.0, next_send - time.monotonic()), 1)
@@ -503,7 +505,8 @@ class UltrasoundNode:
             },
             "queue": {
                 "pending": pending,
-                "outbox": sum(1 for _ in self.outbox.glob("*.json")),
+                "outbox": len(outbox),
+                "outbox_oldest_s": round(time.time() - min(outbox), 1) if outbox else 0.0,
                 "failed": sum(1 for _ in self.failed.glob("*.reason.txt")),
             },
             "counts": counts,
@@ -904,9 +907,15 @@ class UltrasoundNode:
         loaded = []
         for entry in entries:
             try:
-                loaded.append((entry, json.loads(entry.read_text())))
+                record = json.loads(entry.read_text())
+            except FileNotFoundError:
+                continue  # delivered meanwhile (entries are replaced by rename, never seen half-written)
             except (OSError, ValueError):
-                continue  # removed meanwhile, or being replaced: next round
+                record = None
+            if not _is_outbox_record(record):
+                self._delivery_failed(entry, "the outbox entry is damaged (not the JSON the node writes)")
+                continue
+            loaded.append((entry, record))
         error = self._send_entries(loaded)
         with self._lock:
             if error:
@@ -931,13 +940,11 @@ class UltrasoundNode:
         root = self.output_dir
         classes: set[str] = set()
         for entry, record in list(loaded):
-            missing = [f for f in record["files"] if not (root / f).is_file()]
-            if missing:
-                self._delivery_failed(entry, f"result file {missing[0]} is missing from the output folder")
+            try:
+                classes.update(_sop_classes(root, record["files"]))
+            except ResultFileError as exc:  # this entry fails alone; the others are sent
+                self._delivery_failed(entry, str(exc))
                 loaded.remove((entry, record))
-                continue
-            for f in record["files"]:
-                classes.add(str(dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID))
         if not loaded:
             return ""
         ae = AE(ae_title=self.ae_title)
@@ -950,6 +957,12 @@ class UltrasoundNode:
         except Exception as exc:  # name resolution and socket errors
             return f"association with {dest.ae_title}@{dest.host}:{dest.port} failed ({type(exc).__name__})"
         if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                # it answered, but takes none of what we send: no retry will change that (docs/hospital_it.md)
+                names = ", ".join(sorted(UID(c).name for c in classes))
+                for entry, _ in loaded:
+                    self._delivery_failed(entry, f"destination accepts no presentation context for {names}")
+                return ""
             return f"association with {dest.ae_title}@{dest.host}:{dest.port} not established"
         try:
             for entry, record in loaded:
@@ -968,7 +981,11 @@ class UltrasoundNode:
     def _send_entry(self, assoc, entry: Path, record: dict) -> str:
         remaining = list(record["files"])
         while remaining:
-            dataset = dcmread(self.output_dir / remaining[0])
+            try:
+                dataset = dcmread(self.output_dir / remaining[0])
+            except Exception as exc:  # damaged since it was written: this entry fails alone
+                self._delivery_failed(entry, f"result file {remaining[0]} cannot be read ({type(exc).__name__})")
+                return ""
             try:
                 status = assoc.send_c_store(dataset)
             except ValueError:  # the destination accepted no presentation context for this SOP class
@@ -993,6 +1010,8 @@ class UltrasoundNode:
         return ""
 
     def _delivery_failed(self, entry: Path, reason: str) -> None:
+        with self._lock:
+            self.destination_state["last_delivery_failure"] = {"time": _now(), "reason": reason}
         target = self.failed / f"{entry.stem}.delivery.json"
         atomic_write(target.with_name(target.name + ".reason.txt"), f"delivery failed: {reason}\n")
         os.replace(entry, target)
@@ -1011,6 +1030,32 @@ class UltrasoundNode:
             entry = Path(tmp) / "manual.json"
             entry.write_text(json.dumps(record))
             return self._send_entries([(entry, record)])
+
+
+def _is_outbox_record(record: object) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("instance"), str)
+        and isinstance(record.get("files"), list)
+        and all(isinstance(f, str) for f in record["files"])
+    )
+
+
+class ResultFileError(Exception):
+    """A result file named by an outbox entry is missing or unreadable: that entry cannot be delivered."""
+
+
+def _sop_classes(root: Path, files: list[str]) -> set[str]:
+    """The SOP classes of an entry's result files (header only); ResultFileError names the first bad file."""
+    classes = set()
+    for f in files:
+        if not (root / f).is_file():
+            raise ResultFileError(f"result file {f} is missing from the output folder")
+        try:
+            classes.add(str(dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID))
+        except Exception as exc:
+            raise ResultFileError(f"result file {f} cannot be read ({type(exc).__name__})") from None
+    return classes
 
 
 def _mtime_and_name(path: Path) -> tuple[float, str]:
