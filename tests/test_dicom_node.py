@@ -468,6 +468,7 @@ def test_silent_and_dribbling_clients_cannot_lock_the_node(tmp_path, node_factor
     dropped = rejected.get("handshake-timeout", 0) + rejected.get("evicted-unfinished-connection", 0)
     assert dropped == 22 + 4, rejected
     assert "address-limit" in caplog.text and "127.0.0.50" in caplog.text
+    assert "shorter than expected" not in caplog.text, "pynetdicom's noise on a drop is filtered (the node logs it)"
 
 
 def test_full_disk_loses_nothing_answers_a700_and_heals(tmp_path):
@@ -623,3 +624,16 @@ def test_poison_instance_goes_to_failed_after_max_attempts(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_allow_option_and_log_escaping():
+    """`--allow 1234` (fire passes an int) is the AE title "1234", a float is a clear error, not a TypeError;
+    CR/LF and other control characters of an AE title are escaped in log text."""
+    from tinyusfm_monai.dicom.node import Peer, parse_peers, safe_text
+
+    assert parse_peers(1234) == [Peer("1234")]
+    assert parse_peers(("A", "B@10.0.0.5")) == [Peer("A"), Peer("B", "10.0.0.5")]
+    with pytest.raises(ValueError, match="expected calling AE titles as text"):
+        parse_peers(12.5)
+    assert safe_text("EVIL\r\nFAKE LOG LINE\x1b[31m") == "EVIL\\x0d\\x0aFAKE LOG LINE\\x1b[31m"
+    assert "\n" not in safe_text("A" * 100 + "\n") and safe_text("A" * 100).endswith("...")

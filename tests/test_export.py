@@ -225,3 +225,28 @@ def test_onnx_backend_never_runs_an_export_of_other_weights(int8, tmp_path, capl
     assert again.inferer.source == str(out)
     if not int8:
         np.testing.assert_allclose(again.predict(image), ref, atol=1e-4)
+
+
+def test_export_errors_are_one_line_and_a_read_only_place_is_refused_first(tmp_path, monkeypatch, capsys):
+    """`tinyusfm-monai export` into a folder that cannot be written stops before loading or converting anything,
+    with one line naming the folder and exit status 2; so does a bundle without weights."""
+    from tinyusfm_monai.cli import CLI
+    from tinyusfm_monai.deploy import export as export_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was loaded before the output folder was checked")
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    monkeypatch.setattr(export_module, "load_bundle_network", never)
+    monkeypatch.delenv("TINYUSFM_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as code:
+        CLI.export(str(tmp_path), format="onnx", output=str(blocker / "model.onnx"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1, err
+    assert "not-a-folder: the export cannot be written there" in err[0]
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as code:
+        CLI.export(str(tmp_path / "no-bundle"), format="onnx", output=str(tmp_path / "m.onnx"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1 and "no-bundle" in err[0], err

@@ -108,9 +108,10 @@ def export(
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if format != "openvino" and precision != "f32":
         raise ValueError(f"--precision {precision}: only --format openvino runs in another precision than f32")
-    network, size = load_bundle_network(bundle, weights, image_size)
     suffix = {"onnx": ".onnx", "torchscript": ".ts", "openvino": ".xml"}[format]
     out = Path(output) if output else Path(bundle) / "models" / f"model{'_int8' if int8 else ''}{suffix}"
+    check_writable(out.parent)  # before seconds of conversion, not after
+    network, size = load_bundle_network(bundle, weights, image_size)
     if format == "openvino":
         return str(
             export_openvino(
@@ -143,6 +144,25 @@ def export(
         f"vs eager: max |Δlogit| {report['max_abs_diff']:.2e}, argmax agreement {report['argmax_agreement']:.0%}"
     )
     return str(out)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and a probe file in it, or raise PermissionError naming the folder and the cause (a
+    read-only bundle is refused before the conversion, whoever runs it: permissions do not stop root, a
+    read-only mount does)."""
+    import tempfile
+
+    from tinyusfm_monai.utils.atomic import TEMP_PREFIX
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX):
+            pass
+    except OSError as exc:
+        raise PermissionError(
+            f"{folder}: the export cannot be written there ({exc.strerror or type(exc).__name__}); "
+            "pass --output to a writable place or copy the bundle"
+        ) from None
 
 
 def report_path(model_file: str | Path) -> Path:

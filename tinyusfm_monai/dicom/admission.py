@@ -29,6 +29,7 @@ in its status and logs.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -49,6 +50,21 @@ LIFETIME = "association-lifetime"
 PDU_TIMEOUT = "pdu-timeout"
 
 Reject = Callable[[str, str, str], None]
+
+# set in the DUL thread when a read ends short because of the guard: pynetdicom's "PDU shorter than expected"
+# error line that follows is then noise (the node logs the drop itself, rate-limited)
+_cut_short = threading.local()
+
+
+class _QuietCutShort(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_cut_short, "value", False) and "shorter than expected" in record.getMessage():
+            _cut_short.value = False
+            return False
+        return True
+
+
+_QUIET = _QuietCutShort()
 
 
 @dataclass
@@ -229,6 +245,7 @@ class PduDeadlineSocket(AssociationSocket):
             deadline = min(deadline, conn.deadline)
         previous = raw.gettimeout()
         data = bytearray()
+        _cut_short.value = False
         try:
             while len(data) < nr_bytes:
                 left = deadline - time.monotonic()
@@ -236,6 +253,7 @@ class PduDeadlineSocket(AssociationSocket):
                     # before the A-ASSOCIATE-RQ the guard's watchdog reports the handshake deadline itself
                     if self.on_timeout is not None and (conn is None or conn.requested()):
                         self.on_timeout(f"PDU not complete within {float(limit):g} s ({len(data)} of {nr_bytes} bytes)")
+                    _cut_short.value = True
                     return data
                 raw.settimeout(left)
                 try:
@@ -243,6 +261,7 @@ class PduDeadlineSocket(AssociationSocket):
                 except TimeoutError:
                     continue  # the loop ends on the deadline
                 if not chunk:
+                    _cut_short.value = conn is not None and bool(conn.dropped)  # shut down by the guard
                     return data
                 data.extend(chunk)
             return data
@@ -343,6 +362,9 @@ def start_guarded_server(
         guard=guard,
         on_reject=on_reject,
     )
+    dul_log = logging.getLogger("pynetdicom.dul")
+    if _QUIET not in dul_log.filters:
+        dul_log.addFilter(_QUIET)
     thread = threading.Thread(target=server.serve_forever, name="tinyusfm-dicom-accept", daemon=True)
     thread.start()
     ae._servers.append(server)  # AssociationServer.shutdown removes it from there

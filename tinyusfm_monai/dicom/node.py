@@ -4,9 +4,12 @@ What it guarantees, and how (docs/hospital_it.md says it for hospital IT):
 
 1. **Who may talk to it.** Associations are checked when requested (`_on_requested`): the called AE title must
    be the node's, the calling AE title (and optionally the address) must be on the allowlist, and no peer may
-   hold more than `max_per_peer` associations; anything else is rejected with the standard A-ASSOCIATE-RJ
-   reason and a log line. Idle associations are dropped after `idle_timeout` seconds (pynetdicom's network,
-   ACSE and DIMSE timeouts), so held connections cannot lock others out. DICOM TLS is available.
+   hold more than `max_per_peer` associations, nor all of them more than `max_associations`; anything else is
+   rejected with the standard A-ASSOCIATE-RJ reason, a count and a log line. Before that, `dicom/admission.py`
+   bounds every connection in time and number whatever it sends or withholds (TLS handshake off the accept
+   loop, a total deadline to the A-ASSOCIATE-RQ and per PDU, `max_per_address`, the oldest unfinished
+   connection dropped for a newcomer), so silent or dribbling sockets cannot lock others out. Idle associations
+   are dropped after `idle_timeout` seconds. DICOM TLS is available.
 2. **What it accepts.** A C-STORE is received straight to a temporary file (pynetdicom's chunked receive: the
    dataset is never held in memory), then its header is judged before anything is acknowledged: ultrasound
    SOP class *and* Modality US, valid SOP/Series/Study Instance UIDs (they become file names), within the size
@@ -15,7 +18,8 @@ What it guarantees, and how (docs/hospital_it.md says it for hospital IT):
    *before* the success status goes back. An acknowledged file is never deleted or overwritten by a receive:
    when the same SOP Instance UID arrives while it is still pending, identical bytes are acknowledged as a
    duplicate, different bytes are spooled next to it under a content-hash name. When too many instances are
-   pending the node answers 0xA700 (Out of Resources) *without writing anything*, and the sender retries.
+   pending the node answers 0xA700 (Out of Resources) *without writing anything*, and the sender retries. A full
+   disk is waited out (`dicom/diskfull.py`): 0xA700 to senders, acknowledged instances kept and retried.
 4. **Processed or failed with a reason, never looping.** One worker processes the spool in arrival order. The
    attempt counter of each instance (`SPOOL/attempts/`) is raised *before* processing, so an instance that
    kills the process (out of memory, decoder crash) is moved to `failed/` with its reason after `max_attempts`
@@ -24,9 +28,10 @@ What it guarantees, and how (docs/hospital_it.md says it for hospital IT):
    entry naming them goes to `SPOOL/outbox/` (atomic) before the input is removed. A sender thread delivers the
    outbox by C-STORE, removing each object from its entry as the destination confirms it; when the
    destination is down or busy it retries with exponential backoff (2 s doubling to 5 min), for ever; an
-   object the destination refuses with an error status moves the entry to `failed/` with the reason. Output
-   UIDs are deterministic, so the one case where an object can be sent twice (a crash between the
-   destination's confirmation and the outbox update) gives the PACS the same instance again, not a duplicate.
+   object the destination refuses with an error status, or takes no presentation context for, and a damaged
+   result file move *their own* entry to `failed/` with the reason. Output UIDs are deterministic, so the one
+   case where an object can be sent twice (a crash between the destination's storing it and the outbox update:
+   the destination's response time) gives the PACS the same instance again, not a duplicate.
 6. **Observable.** `SPOOL/status.json` (atomic, updated every second): queue depths, counts per outcome and
    reason, destination state, last error, peak memory; `tinyusfm-monai dicom status --spool SPOOL` prints it.
 """
