@@ -241,6 +241,7 @@ def run_load(
         "allow": ",".join(aets),
         "max_per_peer": 2,
         "max_associations": associations + 4,
+        "max_per_address": associations + 4,  # every modality of the scenario sends from 127.0.0.1
         "backoff_max": 2.0,
         "queue_wait": 0.5,
         "frames": "all",

@@ -402,9 +402,16 @@ def test_inference_protects_every_stage_and_scales_bit_depths(trained, tmp_path)
     out = tmp_path / "out"
     (out / "g_blocked_seg.png").mkdir(parents=True)  # the writer cannot replace a folder: postprocessing fails
     proc = bundle_run(
-        [bundle / "configs" / "inference.json"], "--dataset_dir", images, "--output_dir", out, "--image_size", 64
+        [bundle / "configs" / "inference.json"],
+        *("--dataset_dir", images, "--output_dir", out, "--image_size", 64),
+        check=False,
     )
     log = proc.stdout + proc.stderr
+    # the exit status of `dicom infer`: 4 when a result was not written (the blocked segmentation), else 3
+    segmentation = name.endswith("segmentation")
+    assert proc.returncode == (4 if segmentation else 3), log[-3000:]
+    assert "inference: 7 image(s) to predict" in log
+    assert f"inference finished: {4 if segmentation else 5}/7 image(s) predicted, 2 unreadable (skipped)" in log
     assert "skipped #3 c_dot.png: ValueError: image of 1 x 1 pixels" in log
     assert "skipped #6 f_volume.mha: ValueError: 3D image of 3 x " in log
     # MONAI's own run summary echoes the command line (`> dataset_dir: ...`); every other line is ours

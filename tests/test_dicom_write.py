@@ -181,3 +181,31 @@ def test_labelmap_seg_option(tmp_path):
     seg = hd.seg.segread(path)
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
     assert np.array_equal(seg.pixel_array.reshape(label_map.shape), label_map)
+
+
+@pytest.mark.parametrize("kind", ["SEG", "SR"])
+def test_a_corrected_source_gets_a_new_uid_naming_the_replaced_result(tmp_path, kind):
+    """Processing the same instance again writes the same object (same UID, same file); the same SOP Instance UID
+    with changed pixels (a corrected re-send) gets a new UID in the same series, next to the replaced object,
+    and an SR names the replaced SR as its predecessor; a second re-send of the correction changes nothing."""
+    predictor = ThresholdSegmenter("busi_segmentation") if kind == "SEG" else IntensityClassifier("busi_classification")
+    src = us_file("US1_UNCR.dcm")
+    first = process_file(predictor, src, tmp_path / "out").outputs[0]
+    again = process_file(predictor, src, tmp_path / "out").outputs[0]
+    assert again == first and len(list((tmp_path / "out").rglob("*.dcm"))) == 1
+    ds = pydicom.dcmread(src)
+    pixels = ds.pixel_array.copy()
+    pixels[: pixels.shape[0] // 2] = 255 - pixels[: pixels.shape[0] // 2]  # the "corrected" image
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(tmp_path / "corrected.dcm", enforce_file_format=True)
+    corrected = process_file(predictor, tmp_path / "corrected.dcm", tmp_path / "out").outputs[0]
+    old, new = pydicom.dcmread(first), pydicom.dcmread(corrected)
+    assert corrected != first and first.is_file()
+    assert new.SOPInstanceUID != old.SOPInstanceUID and new.SeriesInstanceUID == old.SeriesInstanceUID
+    assert new.SOPInstanceUID in corrected.name and new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
+    if kind == "SR":
+        predecessor = new.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert predecessor.ReferencedSOPInstanceUID == old.SOPInstanceUID
+    assert dciodvfy_errors(corrected) == []
+    assert process_file(predictor, tmp_path / "corrected.dcm", tmp_path / "out").outputs[0] == corrected
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2

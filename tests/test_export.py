@@ -176,3 +176,77 @@ def test_export_command_on_a_bundle(fmt, int8, tmp_path):
         assert (got.argmax(1) == ref.argmax(1)).mean() >= INT8_MIN_AGREEMENT
     else:
         np.testing.assert_allclose(got, ref, atol=FP32_ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["onnx", "onnx-int8"])
+def test_onnx_backend_never_runs_an_export_of_other_weights(int8, tmp_path, caplog):
+    """The bundle's ONNX backend (batch, node, MONAI Label) after a retraining: `tinyusfm-monai export` wrote the
+    file for the old weights, then models/model.pt changed. The predictor's output is that of the new weights,
+    not the stale export's; exported again, the file itself is used."""
+    import logging
+    import shutil
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    from tinyusfm_monai.bundle.predictor import load_predictor
+    from tinyusfm_monai.deploy.export import export
+
+    name = "busi_classification"
+    bundle = tmp_path / name
+    shutil.copytree(Path(__file__).resolve().parents[1] / "bundles" / name / "configs", bundle / "configs")
+    (bundle / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["image_size"] = SIZE
+
+    def train(seed: int) -> None:  # "retraining": new weights in models/model.pt
+        torch.manual_seed(seed)
+        torch.save(parser.get_parsed_content("network_def", lazy=False).state_dict(), bundle / "models" / "model.pt")
+
+    backend = "onnx-int8" if int8 else "onnx"
+    options = {"overrides": {"image_size": SIZE, "num_threads": 1}}
+    image = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    train(1)
+    out = Path(export(str(bundle), format="onnx", int8=int8, image_size=SIZE))
+    stale = load_predictor(bundle, backend=backend, **options)
+    assert stale.inferer.source == str(out)  # matching weights: the export itself runs
+    old = stale.predict(image)
+    train(2)
+    ref = load_predictor(bundle, backend="pytorch", **options).predict(image)
+    assert np.abs(ref - old).max() > 1e-3, "the two weight sets must predict differently for the test to mean much"
+    with caplog.at_level(logging.WARNING, logger="tinyusfm_monai.inferers.inferer"):
+        fresh = load_predictor(bundle, backend=backend, **options)
+        got = fresh.predict(image)
+    assert "other weights" in caplog.text and fresh.inferer.source.startswith("in-memory")
+    np.testing.assert_allclose(got, ref, atol=1e-4)  # the current weights (fp32 in memory), not the stale file
+    export(str(bundle), format="onnx", int8=int8, image_size=SIZE)
+    again = load_predictor(bundle, backend=backend, **options)
+    assert again.inferer.source == str(out)
+    if not int8:
+        np.testing.assert_allclose(again.predict(image), ref, atol=1e-4)
+
+
+def test_export_errors_are_one_line_and_a_read_only_place_is_refused_first(tmp_path, monkeypatch, capsys):
+    """`tinyusfm-monai export` into a folder that cannot be written stops before loading or converting anything,
+    with one line naming the folder and exit status 2; so does a bundle without weights."""
+    from tinyusfm_monai.cli import CLI
+    from tinyusfm_monai.deploy import export as export_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was loaded before the output folder was checked")
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    monkeypatch.setattr(export_module, "load_bundle_network", never)
+    monkeypatch.delenv("TINYUSFM_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as code:
+        CLI.export(str(tmp_path), format="onnx", output=str(blocker / "model.onnx"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1, err
+    assert "not-a-folder: the export cannot be written there" in err[0]
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as code:
+        CLI.export(str(tmp_path / "no-bundle"), format="onnx", output=str(tmp_path / "m.onnx"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1 and "no-bundle" in err[0], err

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +18,9 @@ from typing import Any
 class _Lazy:
     """A command whose module is imported only when it is called or its help is shown."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, one_line_errors: bool = False) -> None:
         self.path = path
+        self.one_line_errors = one_line_errors
 
     def _target(self) -> Callable[..., Any]:
         module_name, attr = self.path.split(":")
@@ -32,7 +35,18 @@ class _Lazy:
         return self._target().__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        result = self._target()(*args, **kwargs)
+        if self.one_line_errors and not os.environ.get("TINYUSFM_TRACEBACK"):
+            try:
+                result = self._target()(*args, **kwargs)
+            except Exception as exc:  # a user error (missing weights, read-only folder...) is one line, exit 2
+                name = self.path.split(":")[1]
+                print(
+                    f"tinyusfm-monai {name}: {type(exc).__name__}: {exc} (TINYUSFM_TRACEBACK=1 shows the traceback)",
+                    file=sys.stderr,
+                )
+                raise SystemExit(2) from None
+        else:
+            result = self._target()(*args, **kwargs)
         code = getattr(result, "exit_code", 0)
         if code:  # fire would print the result and exit 0: print it here and exit with the command's status
             print(result)
@@ -40,8 +54,8 @@ class _Lazy:
         return result
 
 
-def _lazy(path: str) -> _Lazy:
-    return _Lazy(path)
+def _lazy(path: str, one_line_errors: bool = False) -> _Lazy:
+    return _Lazy(path, one_line_errors)
 
 
 class _Dicom:
@@ -66,7 +80,7 @@ class CLI:
     phantom = _lazy("tinyusfm_monai.data.phantom:phantom_cli")
     demo = _lazy("tinyusfm_monai.demo:main")
     leaderboard = _lazy("tinyusfm_monai.evaluation.leaderboard:leaderboard")
-    export = _lazy("tinyusfm_monai.deploy.export:export")
+    export = _lazy("tinyusfm_monai.deploy.export:export", one_line_errors=True)
     dicom = _Dicom
     bundles = _Bundles
 

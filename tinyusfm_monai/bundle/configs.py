@@ -309,7 +309,14 @@ def inference_config(task: Task) -> dict[str, Any]:
                 "bundle_root": "@bundle_root",
             },
             {"_target_": "StatsHandler", "iteration_log": False},
+            "@progress",
         ],
+        # a progress line every 10 s; the run exits 3 when inputs were skipped, 4 when results were not written
+        "progress": {
+            "_target_": "tinyusfm_monai.handlers.progress.InferenceProgress",
+            "total": "$len(@datalist)",
+            "postprocessing": "@postprocessing",
+        },
         "evaluator": {
             "_target_": "SupervisedEvaluator",
             "device": "@device",
@@ -326,7 +333,7 @@ def inference_config(task: Task) -> dict[str, Any]:
             "_target_": "tinyusfm_monai.deploy.threads.configure_inference_threads",
             "threads": "@num_threads",
         },
-        "run": ["$@evaluator.run()"],
+        "run": ["$@evaluator.run()", "$@progress.finish()"],
     }
 
 

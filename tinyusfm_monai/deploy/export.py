@@ -25,7 +25,8 @@ from torch import nn
 
 from tinyusfm_monai.utils.atomic import atomic_write
 
-from .onnx import export_onnx, onnx_session, quantize_onnx_int8, run_onnx
+from .onnx import export_onnx, onnx_session, quantize_onnx_int8, run_onnx, write_onnx_metadata
+from .openvino import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,10 @@ def export(
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if format != "openvino" and precision != "f32":
         raise ValueError(f"--precision {precision}: only --format openvino runs in another precision than f32")
-    network, size = load_bundle_network(bundle, weights, image_size)
     suffix = {"onnx": ".onnx", "torchscript": ".ts", "openvino": ".xml"}[format]
     out = Path(output) if output else Path(bundle) / "models" / f"model{'_int8' if int8 else ''}{suffix}"
+    check_writable(out.parent)  # before seconds of conversion, not after
+    network, size = load_bundle_network(bundle, weights, image_size)
     if format == "openvino":
         return str(
             export_openvino(
@@ -122,6 +124,8 @@ def export(
         if int8:
             quantize_onnx_int8(fp32, out)
             fp32.unlink()
+        # which weights it was made from: OnnxInferer never runs it for others (as for the OpenVINO IR)
+        write_onnx_metadata(out, {"weights_sha256": weights_fingerprint(network), "image_size": size, "int8": int8})
         session = onnx_session(out)
         report = _check(network, lambda x: run_onnx(session, x), size, None if int8 else FP32_ATOL)
     else:
@@ -131,7 +135,8 @@ def export(
         with torch.no_grad():
             scripted = torch.jit.script(model) if not int8 else torch.jit.trace(model, torch.zeros(1, 3, size, size))
         out.parent.mkdir(parents=True, exist_ok=True)
-        scripted.save(str(out))
+        # the weights fingerprint travels with it too (no bundle backend runs TorchScript; a deployment can check)
+        scripted.save(str(out), _extra_files={"weights_sha256": weights_fingerprint(network)})
         loaded = torch.jit.load(str(out), map_location="cpu")
         report = _check(network, lambda x: loaded(x).numpy(), size, None if int8 else FP32_ATOL)
     print(
@@ -139,6 +144,25 @@ def export(
         f"vs eager: max |Δlogit| {report['max_abs_diff']:.2e}, argmax agreement {report['argmax_agreement']:.0%}"
     )
     return str(out)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and a probe file in it, or raise PermissionError naming the folder and the cause (a
+    read-only bundle is refused before the conversion, whoever runs it: permissions do not stop root, a
+    read-only mount does)."""
+    import tempfile
+
+    from tinyusfm_monai.utils.atomic import TEMP_PREFIX
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX):
+            pass
+    except OSError as exc:
+        raise PermissionError(
+            f"{folder}: the export cannot be written there ({exc.strerror or type(exc).__name__}); "
+            "pass --output to a writable place or copy the bundle"
+        ) from None
 
 
 def report_path(model_file: str | Path) -> Path:

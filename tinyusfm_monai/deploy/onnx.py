@@ -4,6 +4,10 @@ Export uses the TorchScript-based exporter (`dynamo=False`): the networks are wr
 scriptable/traceable, it needs no extra packages, and it exports both backbones and the FPN
 segmenter with a dynamic batch axis in seconds. Height and width are fixed at export time (the
 position embedding / relative-position tables are built for one grid).
+
+A file written by `tinyusfm-monai export` records in its metadata (`metadata_props`) a fingerprint of the
+weights it was made from (`weights_sha256`, as the OpenVINO IR does), so `OnnxInferer` can tell an export that
+no longer matches `models/model.pt` (e.g. after MONAI Label retrained the bundle) and never runs it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,29 @@ def export_onnx(
     return path
 
 
+def write_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> Path:
+    """Add `meta` (str values) to the ONNX file's `metadata_props`, replacing keys already there, atomically."""
+    import onnx
+
+    from tinyusfm_monai.utils.atomic import atomic_path
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in meta.items():
+        model.metadata_props.add(key=str(key), value=str(value))
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
+
+
+def onnx_metadata(session: Any) -> dict[str, str]:
+    """What `write_onnx_metadata` recorded in the model a session runs (empty for a file written elsewhere)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
 def quantize_onnx_int8(src: str | Path, dst: str | Path, op_types: tuple[str, ...] = INT8_OP_TYPES) -> Path:
     """INT8 dynamic quantisation (int8 weights per channel, uint8 activations) of MatMul/Gemm in an ONNX model."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -77,8 +104,10 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, op_types: tuple[str, ..
     return dst
 
 
-def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = True) -> Any:
+def onnx_session(path: str | Path | bytes, threads: int | None = None, spinning: bool = True) -> Any:
     """A CPU `InferenceSession`, full graph optimisation, `threads` intra-op threads (default: physical cores).
+
+    path: an ONNX file, or the serialised model itself (bytes: an export made in memory).
 
     spinning: ORT's worker threads busy-wait after each run (its default: lowest latency for back-to-back
     runs). Turn it off when other work (image decoding, postprocessing) runs between inferences in the same
@@ -95,7 +124,8 @@ def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = 
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session: Any, batch: np.ndarray | torch.Tensor) -> np.ndarray:

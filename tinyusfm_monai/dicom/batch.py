@@ -30,6 +30,7 @@ from tinyusfm_monai.dicom.process import process_file
 from tinyusfm_monai.io.dicom import DEFAULT_LIMITS, NOT_REGULAR_FILE, DicomInputError, InputLimits, read_dataset
 from tinyusfm_monai.io.formats import Entry, iter_entries
 from tinyusfm_monai.utils import atomic_write, remove_stale_temporaries
+from tinyusfm_monai.utils.csvsafe import safe_record
 from tinyusfm_monai.utils.names import scrub
 
 log = logging.getLogger("tinyusfm_monai.dicom.batch")
@@ -240,7 +241,7 @@ def write_report(rows: list[ReportRow], output_dir: Path, predictor: Predictor, 
     for row in rows:
         record = asdict(row)
         record["outputs"] = ";".join(row.outputs)
-        writer.writerow(record)
+        writer.writerow(safe_record(record))  # a file named "=HYPERLINK(...)" stays text in a spreadsheet
     atomic_write(output_dir / "report.csv", buffer.getvalue())
     counts: dict[str, int] = {}
     for row in rows:

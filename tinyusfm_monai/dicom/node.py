@@ -4,9 +4,12 @@ What it guarantees, and how (docs/hospital_it.md says it for hospital IT):
 
 1. **Who may talk to it.** Associations are checked when requested (`_on_requested`): the called AE title must
    be the node's, the calling AE title (and optionally the address) must be on the allowlist, and no peer may
-   hold more than `max_per_peer` associations; anything else is rejected with the standard A-ASSOCIATE-RJ
-   reason and a log line. Idle associations are dropped after `idle_timeout` seconds (pynetdicom's network,
-   ACSE and DIMSE timeouts), so held connections cannot lock others out. DICOM TLS is available.
+   hold more than `max_per_peer` associations, nor all of them more than `max_associations`; anything else is
+   rejected with the standard A-ASSOCIATE-RJ reason, a count and a log line. Before that, `dicom/admission.py`
+   bounds every connection in time and number whatever it sends or withholds (TLS handshake off the accept
+   loop, a total deadline to the A-ASSOCIATE-RQ and per PDU, `max_per_address`, the oldest unfinished
+   connection dropped for a newcomer), so silent or dribbling sockets cannot lock others out. Idle associations
+   are dropped after `idle_timeout` seconds. DICOM TLS is available.
 2. **What it accepts.** A C-STORE is received straight to a temporary file (pynetdicom's chunked receive: the
    dataset is never held in memory), then its header is judged before anything is acknowledged: ultrasound
    SOP class *and* Modality US, valid SOP/Series/Study Instance UIDs (they become file names), within the size
@@ -15,7 +18,8 @@ What it guarantees, and how (docs/hospital_it.md says it for hospital IT):
    *before* the success status goes back. An acknowledged file is never deleted or overwritten by a receive:
    when the same SOP Instance UID arrives while it is still pending, identical bytes are acknowledged as a
    duplicate, different bytes are spooled next to it under a content-hash name. When too many instances are
-   pending the node answers 0xA700 (Out of Resources) *without writing anything*, and the sender retries.
+   pending the node answers 0xA700 (Out of Resources) *without writing anything*, and the sender retries. A full
+   disk is waited out (`dicom/diskfull.py`): 0xA700 to senders, acknowledged instances kept and retried.
 4. **Processed or failed with a reason, never looping.** One worker processes the spool in arrival order. The
    attempt counter of each instance (`SPOOL/attempts/`) is raised *before* processing, so an instance that
    kills the process (out of memory, decoder crash) is moved to `failed/` with its reason after `max_attempts`
@@ -24,9 +28,10 @@ What it guarantees, and how (docs/hospital_it.md says it for hospital IT):
    entry naming them goes to `SPOOL/outbox/` (atomic) before the input is removed. A sender thread delivers the
    outbox by C-STORE, removing each object from its entry as the destination confirms it; when the
    destination is down or busy it retries with exponential backoff (2 s doubling to 5 min), for ever; an
-   object the destination refuses with an error status moves the entry to `failed/` with the reason. Output
-   UIDs are deterministic, so the one case where an object can be sent twice (a crash between the
-   destination's confirmation and the outbox update) gives the PACS the same instance again, not a duplicate.
+   object the destination refuses with an error status, or takes no presentation context for, and a damaged
+   result file move *their own* entry to `failed/` with the reason. Output UIDs are deterministic, so the one
+   case where an object can be sent twice (a crash between the destination's storing it and the outbox update:
+   the destination's response time) gives the PACS the same instance again, not a duplicate.
 6. **Observable.** `SPOOL/status.json` (atomic, updated every second): queue depths, counts per outcome and
    reason, destination state, last error, peak memory; `tinyusfm-monai dicom status --spool SPOOL` prints it.
 """
@@ -52,11 +57,13 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
 from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
+from tinyusfm_monai.dicom.admission import ConnectionGuard, start_guarded_server
+from tinyusfm_monai.dicom.diskfull import is_disk_full, receive_failed, tolerate_full_disk_on_receive
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import (
@@ -86,6 +93,8 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
 REJECT_PEER_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+DISK_RETRY_S = 5.0  # how often the worker tries again while the disk is full
+REJECT_LOG_INTERVAL_S = 10.0  # one log line per (address, reason) at most this often; every rejection is counted
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 300.0
 SEND_BATCH = 16  # outbox entries per association
@@ -130,7 +139,12 @@ def parse_peers(allow: str | Sequence[str] | None) -> list[Peer] | None:
     """'A,B@10.0.0.5' (or a list) -> peers; None or '*' -> None (any calling AE title)."""
     if allow is None:
         return None
-    items = [allow] if isinstance(allow, str) else list(allow)
+    if isinstance(allow, (bool, float)) or not isinstance(allow, (str, int, Sequence)):
+        raise ValueError(
+            f"--allow {allow!r}: expected calling AE titles as text, e.g. --allow 'MODALITY,US1@10.0.0.5' "
+            "(quote an AE title that the command line would read as a number)"
+        )
+    items = [str(allow)] if isinstance(allow, (str, int)) else list(allow)
     texts = [t.strip() for item in items for t in str(item).split(",") if t.strip()]
     if texts == ["*"]:
         return None
@@ -146,6 +160,14 @@ def server_tls_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLCon
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(ca)
     return context
+
+
+def safe_text(text: object, limit: int = 64) -> str:
+    """`text` fit for one log line: control characters (CR, LF, ESC...) and anything outside printable ASCII
+    escaped as \\xNN, cut at `limit` characters. AE titles and addresses come from the network: a CR/LF in one
+    must not forge a log line."""
+    out = "".join(c if " " <= c <= "~" and c != "\\" else f"\\x{ord(c):02x}" for c in str(text)[:limit])
+    return out + ("..." if len(str(text)) > limit else "")
 
 
 def _now() -> str:
@@ -180,6 +202,10 @@ class UltrasoundNode:
         tls_context: ssl.SSLContext | None = None,
         status_interval: float = 1.0,
         backoff_max: float = BACKOFF_MAX_S,
+        handshake_timeout: float = 10.0,
+        max_per_address: int = 4,
+        max_connecting: int | None = None,
+        max_association_s: float | None = 3600.0,
     ) -> None:
         if seg_type not in SEG_TYPES:
             raise ValueError(f"seg_type must be one of {SEG_TYPES}")
@@ -209,6 +235,12 @@ class UltrasoundNode:
         self.tls_context = tls_context
         self.status_interval = status_interval
         self.backoff_max = backoff_max
+        self.handshake_timeout = float(handshake_timeout)
+        self.max_per_address = max(1, int(max_per_address))
+        self.max_connecting = max(1, int(max_connecting or max_associations))
+        self.max_association_s = max_association_s
+        self._guard: ConnectionGuard | None = None
+        self._reject_logged: dict[tuple[str, str], tuple[float, int]] = {}
         self._server = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -233,12 +265,16 @@ class UltrasoundNode:
         self.destination_state = {"state": "none" if destination is None else "ok", "consecutive_failures": 0}
         self._next_send = 0.0
         self.last_error: dict[str, str] | None = None
+        self.disk_state: dict[str, object] = {"state": "ok"}
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
-        ae.maximum_associations = self.max_associations
+        # the limit on associations is the node's own (`_on_requested`: only connections that sent an
+        # A-ASSOCIATE-RQ count); pynetdicom's counts silent and just-dropped connections too, so it is set well
+        # above what the guard admits, a backstop only (its rejections are still counted: `_on_rejected`)
+        ae.maximum_associations = 4 * (self.max_associations + self.max_connecting)
         # idle peers are dropped: no held association can lock the others out for longer than this
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = self.network_timeout
         ae.require_called_aet = True
@@ -252,6 +288,7 @@ class UltrasoundNode:
         quiet_third_party_output()
         # receive datasets straight to a file: nothing of a large instance is held in memory
         _config.STORE_RECV_CHUNKED_DATASET = True
+        tolerate_full_disk_on_receive()  # a full disk during a receive is answered 0xA700, not an abort
         for d in (self.incoming, self.failed, self.output_dir, self.attempts_dir, self.outbox):
             d.mkdir(parents=True, exist_ok=True)
         if self.keep_done:
@@ -277,11 +314,24 @@ class UltrasoundNode:
             t.start()
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        self._server = self._make_ae().start_server(
-            (self.host, self.port), block=False, evt_handlers=handlers, ssl_context=self.tls_context
+        self._guard = ConnectionGuard(
+            self.handshake_timeout,
+            self.max_per_address,
+            self.max_connecting,
+            self._reject_connection,
+            max_lifetime=self.max_association_s,
+        ).start()
+        self._server = start_guarded_server(
+            self._make_ae(),
+            (self.host, self.port),
+            self._guard,
+            self._reject_connection,
+            handlers,
+            ssl_context=self.tls_context,
         )
         access = (
             "any calling AE title"
@@ -289,13 +339,17 @@ class UltrasoundNode:
             else ", ".join(p.ae_title + (f"@{p.address}" if p.address else "") for p in self.allowed_peers)
         )
         log.info(
-            "listening as %s on %s:%d (TLS %s); calling AE titles allowed: %s; at most %d association(s) per peer",
+            "listening as %s on %s:%d (TLS %s); calling AE titles allowed: %s; at most %d association(s) per peer, "
+            "%d connection(s) per address, %d association(s) in all; association request due %g s after connecting",
             self.ae_title,
             self.host,
             self.port,
             "on" if self.tls_context else "off",
             access,
             self.max_per_peer,
+            self.max_per_address,
+            self.max_associations,
+            self.handshake_timeout,
         )
         if self.allowed_peers is None:
             log.warning("no allowlist (--allow): any calling AE title is accepted; set --allow for production use")
@@ -311,6 +365,8 @@ class UltrasoundNode:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._guard is not None:
+            self._guard.stop()
         self.queue.put(None)
         for t in self._threads:
             t.join(timeout)
@@ -387,6 +443,28 @@ class UltrasoundNode:
         with self._lock:
             self.last_error = {"time": _now(), "message": message}
 
+    def _disk_full(self, where: str) -> None:
+        """Logged once per episode (the state goes to status.json): a full disk is waited out, never a failure."""
+        with self._lock:
+            first = self.disk_state.get("state") != "full"
+            if first:
+                self.disk_state = {"state": "full", "since": _now(), "where": where, "_t0": time.monotonic()}
+        if first:
+            message = (
+                f"disk full ({where}): acknowledged instances wait in the spool, new C-STOREs are answered 0xA700 "
+                f"(the sender keeps and retries them); resuming by itself when space returns"
+            )
+            log.error(message)
+            self._error(message)
+
+    def _space_back(self) -> None:
+        with self._lock:
+            if self.disk_state.get("state") != "full":
+                return
+            seconds = time.monotonic() - float(self.disk_state.get("_t0", time.monotonic()))  # type: ignore[arg-type]
+            self.disk_state = {"state": "ok", "last_full": f"{seconds:.0f} s until {_now()}"}
+        log.info("disk space is back after %.0f s: processing resumed", seconds)
+
     def status(self, state: str = "running") -> dict:
         """The node's state as written to status.json."""
         with self._lock:
@@ -395,6 +473,9 @@ class UltrasoundNode:
             destination = dict(self.destination_state)
             last_error = dict(self.last_error) if self.last_error else None
             next_send = self._next_send
+            disk = {k: v for k, v in self.disk_state.items() if not k.startswith("_")}
+        outbox = [_mtime_and_name(p)[0] for p in self.outbox.glob("*.json")]
+        outbox = [t for t in outbox if t]
         if self.destination is not None:
             destination["ae"] = f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
             destination["next_attempt_in_s"] = round(max(0.0, next_send - time.monotonic()), 1)
@@ -414,7 +495,11 @@ class UltrasoundNode:
                 if self.allowed_peers is None
                 else [p.ae_title + (f"@{p.address}" if p.address else "") for p in self.allowed_peers],
                 "max_per_peer": self.max_per_peer,
+                "max_per_address": self.max_per_address,
+                "max_associations": self.max_associations,
+                "handshake_timeout_s": self.handshake_timeout,
                 "idle_timeout_s": self.network_timeout,
+                "connections": self._guard.counts() if self._guard is not None else {},
             },
             "limits": {
                 "max_frame_pixels": self.limits.max_frame_pixels,
@@ -425,11 +510,13 @@ class UltrasoundNode:
             },
             "queue": {
                 "pending": pending,
-                "outbox": sum(1 for _ in self.outbox.glob("*.json")),
+                "outbox": len(outbox),
+                "outbox_oldest_s": round(time.time() - min(outbox), 1) if outbox else 0.0,
                 "failed": sum(1 for _ in self.failed.glob("*.reason.txt")),
             },
             "counts": counts,
             "destination": destination,
+            "disk": disk,
             "last_error": last_error,
             "peak_rss_mb": round(peak_rss_mib(), 1),
         }
@@ -437,8 +524,11 @@ class UltrasoundNode:
     def write_status(self, state: str = "running") -> None:
         try:
             atomic_write(self.status_path, json.dumps(self.status(state), indent=2), durable=False)
-        except OSError as exc:  # a full disk must not stop the node; the log says it
-            log.error("cannot write %s: %s", self.status_path.name, exc.strerror)
+        except OSError as exc:  # a full disk must not stop the node; the log says it (once per episode)
+            if is_disk_full(exc):
+                self._disk_full(f"writing {self.status_path.name}, which goes stale until space returns")
+            else:
+                log.error("cannot write %s: %s", self.status_path.name, exc.strerror)
 
     def _status_loop(self) -> None:
         while not self._stopping.wait(self.status_interval):
@@ -447,9 +537,11 @@ class UltrasoundNode:
     # ---- association control -----------------------------------------------------------------------------
 
     def _on_requested(self, event: evt.Event) -> None:
-        """Reject, before negotiation, peers that are not on the allowlist, a wrong called AE title, and a peer
-        that already holds `max_per_peer` associations."""
+        """Reject, before negotiation, peers that are not on the allowlist, a wrong called AE title, a peer that
+        already holds `max_per_peer` associations, and any request beyond `max_associations`."""
         assoc = event.assoc
+        # the A-ASSOCIATE-RQ is in: from here the ACSE timeout is the idle timeout again (the guard shortened it)
+        assoc.acse_timeout = self.network_timeout
         request = assoc.requestor.primitive
         calling = str(request.calling_ae_title).strip()
         called = str(request.called_ae_title).strip()
@@ -460,25 +552,54 @@ class UltrasoundNode:
         elif self.allowed_peers is not None and not any(p.admits(calling, address) for p in self.allowed_peers):
             reason, rsd = "unknown-peer", REJECT_CALLING_AE
         else:
-            held = sum(
-                1
+            others = [
+                other
                 for other in list(assoc.ae.active_associations)
                 if other is not assoc
                 and other.is_acceptor
-                and other.is_established
+                and other.requestor.primitive is not None
+                and not (other.is_rejected or other.is_aborted or other.is_released)
+            ]
+            held = sum(
+                1
+                for other in others
+                if other.is_established
                 and str(other.requestor.ae_title).strip() == calling
                 and other.requestor.address == address
             )
             if held >= self.max_per_peer:
                 reason, rsd = "peer-limit", REJECT_PEER_LIMIT
+            elif len(others) >= self.max_associations:
+                reason, rsd = "association-limit", REJECT_PEER_LIMIT
         if not reason:
             return
-        self._count("rejected_associations", reason)
-        message = f"association from {calling or '?'}@{address} (called {called or '?'}) rejected: {reason}"
-        log.warning(message)
-        self._error(message)
+        self._reject_connection(
+            address, reason, f"association from {safe_text(calling) or '?'} (called {safe_text(called) or '?'})"
+        )
         assoc.acse.send_reject(*rsd)
         assoc.kill()
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        """pynetdicom's own A-ASSOCIATE-RJ (its global association limit): counted and logged as the node's."""
+        self._reject_connection(event.assoc.requestor.address, "association-limit", "rejected by pynetdicom's limit")
+
+    def _reject_connection(self, address: str, reason: str, detail: str) -> None:
+        """Every refused or dropped connection: counted under `rejected_associations`, logged once per
+        (address, reason) every REJECT_LOG_INTERVAL_S with the number of repeats (a flood cannot flood the log)."""
+        self._count("rejected_associations", reason)
+        now = time.monotonic()
+        key = (str(address), reason)
+        with self._lock:
+            last, suppressed = self._reject_logged.get(key, (-REJECT_LOG_INTERVAL_S, 0))
+            due = now - last >= REJECT_LOG_INTERVAL_S
+            self._reject_logged[key] = (now, 0) if due else (last, suppressed + 1)
+            if len(self._reject_logged) > 4096:  # addresses seen long ago
+                self._reject_logged = {k: v for k, v in self._reject_logged.items() if now - v[0] < 60}
+        message = f"connection from {safe_text(address)} refused or dropped: {reason}: {safe_text(detail, 200)}"
+        if due:
+            more = f" (and {suppressed} more like it in the last {REJECT_LOG_INTERVAL_S:g} s)" if suppressed else ""
+            log.warning(message + more)
+        self._error(message)
 
     # ---- SCP handlers ------------------------------------------------------------------------------------
 
@@ -486,7 +607,7 @@ class UltrasoundNode:
         return STATUS_SUCCESS
 
     def _refuse(self, event: evt.Event, status: int, reason: str, detail: str, sop: str = "") -> Dataset:
-        peer = f"{str(event.assoc.requestor.ae_title).strip()}@{event.assoc.requestor.address}"
+        peer = f"{safe_text(str(event.assoc.requestor.ae_title).strip())}@{safe_text(event.assoc.requestor.address)}"
         self._count("refused", reason)
         message = f"C-STORE from {peer} refused{f' (SOP {sop})' if sop else ''}: {reason}: {detail}"
         log.warning(message)
@@ -497,7 +618,27 @@ class UltrasoundNode:
         return rsp
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
+        try:
+            return self._store(event)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            return self._refuse_disk_full(event, "receiving")
+
+    def _refuse_disk_full(self, event: evt.Event, where: str) -> Dataset:
+        """0xA700: the sender keeps the instance and sends it again later (counted, logged once per episode)."""
+        self._count("refused", "disk-full")
+        self._disk_full(where)
+        rsp = Dataset()
+        rsp.Status = STATUS_OUT_OF_RESOURCES
+        rsp.ErrorComment = "disk full: send again later"
+        return rsp
+
+    def _store(self, event: evt.Event) -> int | Dataset:
         sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        chunked = getattr(event.request, "_dataset_path", None)  # pynetdicom's receive file (STORE_RECV_CHUNKED)
+        if chunked is not None and receive_failed(chunked[0] if isinstance(chunked, tuple) else chunked):
+            return self._refuse_disk_full(event, "receiving")
         if not is_valid_uid(sop_uid):
             return self._refuse(event, STATUS_CANNOT_UNDERSTAND, INVALID_UID, "Affected SOP Instance UID")
         received = self._received_file(event)
@@ -518,6 +659,8 @@ class UltrasoundNode:
             try:
                 path, duplicate = self._persist(received, sop_uid)
             except OSError as exc:
+                if is_disk_full(exc):
+                    return self._refuse_disk_full(event, "spooling")
                 self._error(f"cannot persist SOP {sop_uid}: {exc.strerror or type(exc).__name__}")
                 log.error("C-STORE SOP %s: cannot persist (%s)", sop_uid, exc.strerror or type(exc).__name__)
                 return STATUS_OUT_OF_RESOURCES
@@ -555,13 +698,17 @@ class UltrasoundNode:
         except AttributeError:
             source = None
         tmp = self.incoming / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}.dcm"
-        if source is None:
-            tmp.write_bytes(event.encoded_dataset(include_meta=True))
-            return tmp
         try:
-            os.replace(source, tmp)  # same file system: a rename
+            if source is None:
+                tmp.write_bytes(event.encoded_dataset(include_meta=True))
+                return tmp
+            try:
+                os.replace(source, tmp)  # same file system: a rename
+            except OSError:
+                shutil.copyfile(source, tmp)  # /tmp on another file system: copied once
         except OSError:
-            shutil.copyfile(source, tmp)  # /tmp on another file system: copied once
+            tmp.unlink(missing_ok=True)  # e.g. a full disk: no partial copy stays behind
+            raise
         return tmp
 
     def _admit(self, path: Path, sop_uid: str) -> None:
@@ -614,12 +761,29 @@ class UltrasoundNode:
                     if path is None:
                         return
                     continue
-                self._process(path)
+                self._process_until_space(path)
             except Exception as exc:  # never let the worker die
                 log.exception("worker error on %s", path.name if path else "?")
                 self._error(f"worker error: {type(exc).__name__}")
             finally:
                 self.queue.task_done()
+
+    def _process_until_space(self, path: Path) -> None:
+        """A full disk is no reason to fail an instance: it stays in incoming/ (acknowledged, pending, its attempt
+        not counted) and is tried again every DISK_RETRY_S until space returns; on stop it waits for the next
+        start."""
+        while True:
+            try:
+                self._process(path)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._disk_full("processing")
+                if self._stopping.wait(DISK_RETRY_S):
+                    return
+                continue
+            self._space_back()
+            return
 
     def _done_with(self, path: Path) -> None:
         (self.attempts_dir / f"{path.name}.json").unlink(missing_ok=True)
@@ -644,6 +808,26 @@ class UltrasoundNode:
             return
         sop = path.name.split(".dcm")[0]
         previous = self._count_attempt(path)
+        try:
+            self._process_counted(path, sop, previous)
+        except Exception as exc:
+            if is_disk_full(exc):
+                self._undo_attempt(path, previous)
+            raise
+
+    def _undo_attempt(self, path: Path, previous: int) -> None:
+        """A full disk is not the instance's fault: its attempt counter goes back (removing the record needs no
+        space; rewriting it may not be possible while the disk is full)."""
+        record = self.attempts_dir / f"{path.name}.json"
+        try:
+            if previous == 0:
+                record.unlink(missing_ok=True)
+            else:
+                atomic_write(record, json.dumps({"attempts": previous, "last_started": _now()}))
+        except OSError:
+            pass
+
+    def _process_counted(self, path: Path, sop: str, previous: int) -> None:
         if previous >= self.max_attempts:
             reason = (
                 f"gave up after {previous} attempts: the node stopped or crashed while processing it each time "
@@ -667,6 +851,8 @@ class UltrasoundNode:
             log.warning("SOP %s not processed: %s", sop, exc.reason)
             return
         except Exception as exc:
+            if is_disk_full(exc):
+                raise
             self._fail(path, "processing-error", f"processing error: {type(exc).__name__}")
             log.error("SOP %s processing failed: %s", sop, type(exc).__name__)
             return
@@ -726,9 +912,15 @@ class UltrasoundNode:
         loaded = []
         for entry in entries:
             try:
-                loaded.append((entry, json.loads(entry.read_text())))
+                record = json.loads(entry.read_text())
+            except FileNotFoundError:
+                continue  # delivered meanwhile (entries are replaced by rename, never seen half-written)
             except (OSError, ValueError):
-                continue  # removed meanwhile, or being replaced: next round
+                record = None
+            if not _is_outbox_record(record):
+                self._delivery_failed(entry, "the outbox entry is damaged (not the JSON the node writes)")
+                continue
+            loaded.append((entry, record))
         error = self._send_entries(loaded)
         with self._lock:
             if error:
@@ -753,13 +945,11 @@ class UltrasoundNode:
         root = self.output_dir
         classes: set[str] = set()
         for entry, record in list(loaded):
-            missing = [f for f in record["files"] if not (root / f).is_file()]
-            if missing:
-                self._delivery_failed(entry, f"result file {missing[0]} is missing from the output folder")
+            try:
+                classes.update(_sop_classes(root, record["files"]))
+            except ResultFileError as exc:  # this entry fails alone; the others are sent
+                self._delivery_failed(entry, str(exc))
                 loaded.remove((entry, record))
-                continue
-            for f in record["files"]:
-                classes.add(str(dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID))
         if not loaded:
             return ""
         ae = AE(ae_title=self.ae_title)
@@ -772,6 +962,12 @@ class UltrasoundNode:
         except Exception as exc:  # name resolution and socket errors
             return f"association with {dest.ae_title}@{dest.host}:{dest.port} failed ({type(exc).__name__})"
         if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                # it answered, but takes none of what we send: no retry will change that (docs/hospital_it.md)
+                names = ", ".join(sorted(UID(c).name for c in classes))
+                for entry, _ in loaded:
+                    self._delivery_failed(entry, f"destination accepts no presentation context for {names}")
+                return ""
             return f"association with {dest.ae_title}@{dest.host}:{dest.port} not established"
         try:
             for entry, record in loaded:
@@ -779,6 +975,8 @@ class UltrasoundNode:
                 if error:
                     return error
         except Exception as exc:  # the association broke in a way pynetdicom reports by raising
+            if is_disk_full(exc):
+                return "the local disk is full (the outbox cannot be updated)"
             return f"sending failed ({type(exc).__name__})"
         finally:
             if assoc.is_established:
@@ -788,7 +986,11 @@ class UltrasoundNode:
     def _send_entry(self, assoc, entry: Path, record: dict) -> str:
         remaining = list(record["files"])
         while remaining:
-            dataset = dcmread(self.output_dir / remaining[0])
+            try:
+                dataset = dcmread(self.output_dir / remaining[0])
+            except Exception as exc:  # damaged since it was written: this entry fails alone
+                self._delivery_failed(entry, f"result file {remaining[0]} cannot be read ({type(exc).__name__})")
+                return ""
             try:
                 status = assoc.send_c_store(dataset)
             except ValueError:  # the destination accepted no presentation context for this SOP class
@@ -813,6 +1015,8 @@ class UltrasoundNode:
         return ""
 
     def _delivery_failed(self, entry: Path, reason: str) -> None:
+        with self._lock:
+            self.destination_state["last_delivery_failure"] = {"time": _now(), "reason": reason}
         target = self.failed / f"{entry.stem}.delivery.json"
         atomic_write(target.with_name(target.name + ".reason.txt"), f"delivery failed: {reason}\n")
         os.replace(entry, target)
@@ -831,6 +1035,32 @@ class UltrasoundNode:
             entry = Path(tmp) / "manual.json"
             entry.write_text(json.dumps(record))
             return self._send_entries([(entry, record)])
+
+
+def _is_outbox_record(record: object) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("instance"), str)
+        and isinstance(record.get("files"), list)
+        and all(isinstance(f, str) for f in record["files"])
+    )
+
+
+class ResultFileError(Exception):
+    """A result file named by an outbox entry is missing or unreadable: that entry cannot be delivered."""
+
+
+def _sop_classes(root: Path, files: list[str]) -> set[str]:
+    """The SOP classes of an entry's result files (header only); ResultFileError names the first bad file."""
+    classes = set()
+    for f in files:
+        if not (root / f).is_file():
+            raise ResultFileError(f"result file {f} is missing from the output folder")
+        try:
+            classes.add(str(dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID))
+        except Exception as exc:
+            raise ResultFileError(f"result file {f} cannot be read ({type(exc).__name__})") from None
+    return classes
 
 
 def _mtime_and_name(path: Path) -> tuple[float, str]:
@@ -884,6 +1114,9 @@ def serve(
     backoff_max: float = BACKOFF_MAX_S,
     queue_wait: float = 10.0,
     backend: str = DEFAULT_BACKEND,
+    handshake_timeout: float = 10.0,
+    max_per_address: int = 4,
+    max_association_s: float = 3600.0,
 ) -> UltrasoundNode | None:
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
@@ -891,7 +1124,12 @@ def serve(
     dest: AE_TITLE@host:port of the node that receives the results (PACS); none -> results stay in `output`.
     allow: calling AE titles allowed to send, comma-separated, each optionally AE@address; '*' = any (logged).
     max_per_peer: associations one calling AE title + address may hold at once. idle_timeout: seconds an
-    association may stay silent before it is dropped. max_frame_pixels / max_frames / max_file_mb: per-instance
+    association may stay silent before it is dropped, and the longest one PDU may take to arrive.
+    handshake_timeout: seconds from TCP connect to a complete A-ASSOCIATE-RQ, TLS handshake included (a total, not
+    per read). max_per_address: connections one source address may hold at once, whatever its AE titles.
+    max_association_s: the longest any association may last. max_associations: associations at once in all
+    (connections still before their association request are capped at the same number; at that cap the oldest
+    unfinished one is dropped for a newcomer). max_frame_pixels / max_frames / max_file_mb: per-instance
     limits, checked from the header before acknowledging. max_attempts: processing starts before an instance
     that keeps crashing the node is moved to failed/. tls_cert / tls_key (and tls_ca to require client
     certificates): DICOM TLS. spool: where received instances, attempts and the outbox live; survives restarts.
@@ -936,6 +1174,9 @@ def serve(
         tls_context=tls,
         backoff_max=float(backoff_max),
         enqueue_timeout=float(queue_wait),
+        handshake_timeout=float(handshake_timeout),
+        max_per_address=int(max_per_address),
+        max_association_s=float(max_association_s) if max_association_s else None,
     ).start()
     if not block:
         return node

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 
 from tinyusfm_monai.bundle.predictor import Predictor, checked_prediction
 from tinyusfm_monai.dicom import write
+from tinyusfm_monai.dicom.corrections import resolve_correction
 from tinyusfm_monai.io.dicom import (
     DEFAULT_LIMITS,
     INVALID_UID,
@@ -156,7 +157,8 @@ def process_file(
                 overlays.append(save_atomically(sc, output_path(output_dir, sc, "SC")))
             del frame, full
         kind, ds = _main_output(image, results, predictor, seg_type)
-        main = save_atomically(ds, output_path(output_dir, ds, kind))
+        ds, target = resolve_correction(ds, output_path(output_dir, ds, kind))  # a changed source: new UID
+        main = save_atomically(ds, target)
     except BaseException:
         for written in overlays:
             written.unlink(missing_ok=True)

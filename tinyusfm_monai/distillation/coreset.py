@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from tinyusfm_monai.utils import atomic_path, atomic_write, rank_and_world_size
+from tinyusfm_monai.utils.csvsafe import safe_row
 
 from .features import FeatureStore, SignatureStore, extract_features, pooled_teacher_embedding
 from .pool import load_manifest
@@ -616,7 +617,7 @@ def write_outputs(out_dir: str | os.PathLike, selection: Selection, samples: Seq
         writer.writerow(["index", "image", "frame", *names, "selected"])
         values = [cols[c].tolist() for c in names]
         for i, s in enumerate(samples):
-            writer.writerow([i, s["image"], s.get("frame", -1), *(_fmt(v[i]) for v in values), int(mask[i])])
+            writer.writerow(safe_row([i, s["image"], s.get("frame", -1), *(_fmt(v[i]) for v in values), int(mask[i])]))
     panels = [(c, cols[c]) for c in ("distance", "quality") if c in cols]
     if not panels:
         panels = [("index (random strategy: no scores)", np.arange(len(samples), dtype=np.float64))]

@@ -20,6 +20,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from tinyusfm_monai.transforms.pipelines import IMAGENET_MEAN, IMAGENET_STD
+from tinyusfm_monai.utils.csvsafe import safe_record
 
 from .metrics import SegmentationScorer, classification_metrics, confusion_matrix
 
@@ -42,7 +43,7 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(safe_record(r) for r in rows)
 
 
 def _denormalise(image: torch.Tensor) -> np.ndarray:

@@ -48,8 +48,15 @@ class OnnxInferer(Inferer):
     The deployment overlay `configs/inference_onnx.json` uses it: the same pipeline without PyTorch in
     the forward pass, for the INT8 model or a runtime other than PyTorch. On the 2-core benchmark machine
     the bare ONNX Runtime forward of TinyUSFM was 1.3-1.6x faster than eager PyTorch, but the whole
-    bundle run was not measurably faster (benchmarks/RESULTS.md). The `network` argument is ignored; the
-    output is a torch tensor with the input's metadata, so the bundle's postprocessing is unchanged.
+    bundle run was not measurably faster (benchmarks/RESULTS.md). The output is a torch tensor with the
+    input's metadata, so the bundle's postprocessing is unchanged.
+
+    What runs is never a stale export (the rule of `OpenVinoInferer`): the file is used when its recorded
+    weights fingerprint (`weights_sha256`, written by the export) and input size match the network the bundle
+    loaded from `models/model.pt`; otherwise (exported before a retraining, or by an older version without the
+    fingerprint) the network is exported to ONNX in memory on the first batch (seconds, logged; fp32, also for
+    a stale INT8 file), and again whenever its weights change. Given no network (`network=None`), the file is
+    run as it is.
 
     Args:
         onnx_file: written by `tinyusfm-monai export --bundle <bundle> --format onnx [--int8]`.
@@ -69,22 +76,72 @@ class OnnxInferer(Inferer):
             )
         super().__init__()
         self.onnx_file = onnx_file
+        self.threads = inference_threads(threads or None)
         # no spinning: image loading and postprocessing run between two inferences in this process
-        self.session = onnx_session(onnx_file, inference_threads(threads or None), spinning=False)
+        stat = Path(onnx_file).stat()
+        self._file_id = (onnx_file, stat.st_mtime_ns, stat.st_size)  # a re-export is another file
+        self.session = onnx_session(onnx_file, self.threads, spinning=False)
+        self.source = onnx_file
+
+    def _session(self, network: Any, spatial: tuple[int, ...]) -> Any:
+        """The file's session if it matches the network's weights and the input size, else an in-memory export."""
+        from tinyusfm_monai.deploy.onnx import onnx_metadata, onnx_session
+
+        if not isinstance(network, torch.nn.Module):
+            return self.session
+        fingerprint = _fingerprint(network)
+        key = (fingerprint, spatial, self._file_id, self.threads)
+        if key in _ONNX_SESSIONS:
+            _ONNX_SESSIONS.move_to_end(key)
+            session, self.source = _ONNX_SESSIONS[key]
+            return session
+        meta = onnx_metadata(self.session)
+        size = self.session.get_inputs()[0].shape[-1]
+        if meta.get("weights_sha256") != fingerprint:
+            reason = f"{self.onnx_file} was exported from other weights than the network's (retrained since?)"
+            if "weights_sha256" not in meta:
+                reason = f"{self.onnx_file} records no weights fingerprint (exported by an older version)"
+        elif (size, size) != tuple(spatial):
+            reason = f"{self.onnx_file} is for {size}x{size} inputs, not {spatial[0]}x{spatial[1]}"
+        else:
+            reason = ""
+        if reason:
+            import io
+
+            from tinyusfm_monai.deploy.onnx import export_onnx
+
+            logger.warning(
+                "%s: exporting the PyTorch network to ONNX in memory (fp32; `tinyusfm-monai export --bundle "
+                "<bundle> --format onnx [--int8]` avoids this)",
+                reason,
+            )
+            buffer = export_onnx(network, io.BytesIO(), image_size=int(spatial[0]))
+            entry = (onnx_session(buffer.getvalue(), self.threads, spinning=False), "in-memory export of the network")
+        else:
+            entry = (self.session, self.onnx_file)
+        _ONNX_SESSIONS[key] = entry
+        while len(_ONNX_SESSIONS) > _CACHE_SIZE:
+            _ONNX_SESSIONS.popitem(last=False)
+        self.source = entry[1]
+        return entry[0]
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from tinyusfm_monai.deploy.onnx import run_onnx
 
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-        return with_input_meta(torch.from_numpy(run_onnx(self.session, plain)).to(plain.device), inputs)
+        with _COMPILE_LOCK:
+            session = self._session(network, tuple(int(v) for v in plain.shape[2:]))
+        return with_input_meta(torch.from_numpy(run_onnx(session, plain)).to(plain.device), inputs)
 
 
 # Per process: a network's weight fingerprint (recomputed only when its tensors change), the OpenVINO model for
-# those weights (read or converted once) and the compiled models (one per batch shape).
+# those weights (read or converted once) and the compiled models (one per batch shape), the ONNX Runtime session
+# for those weights (the file's, or an in-memory export).
 # MONAI Label builds a new inferer for every request, so neither may live on the inferer instance.
 _FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, str]] = weakref.WeakKeyDictionary()
 _MODELS: OrderedDict[tuple[Any, ...], tuple[Any, str]] = OrderedDict()
 _COMPILED: OrderedDict[tuple[Any, ...], tuple[Any, str, threading.Lock]] = OrderedDict()
+_ONNX_SESSIONS: OrderedDict[tuple[Any, ...], tuple[Any, str]] = OrderedDict()
 _CACHE_SIZE = 4
 _COMPILE_LOCK = threading.Lock()
 

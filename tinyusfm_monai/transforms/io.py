@@ -26,6 +26,7 @@ from monai.data import ImageReader, PILWriter
 from monai.transforms import LoadImaged, MapTransform
 
 from tinyusfm_monai.io.readers import UltrasoundImageReader, read_rgb
+from tinyusfm_monai.utils.csvsafe import safe_row
 
 
 class LoadUltrasoundImaged(LoadImaged):
@@ -159,5 +160,5 @@ class SaveProbabilitiesd(MapTransform):
             writer = csv.writer(f)
             if not self._started:
                 writer.writerow(["image", "pred"] + [f"p_{c}" for c in self.class_names])
-            writer.writerow(row)
+            writer.writerow(safe_row(row))  # the image's file name may begin with "=" (a formula to a spreadsheet)
         self._started = True
