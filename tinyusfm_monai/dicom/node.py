@@ -57,6 +57,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
 from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
+from tinyusfm_monai.dicom.dicomweb import DicomWebDestination, deliver_entries
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import (
@@ -100,12 +101,17 @@ class Destination:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> Destination:
-        """'AE_TITLE@host:port'."""
+    def parse(cls, text: str) -> Destination | DicomWebDestination:
+        """'AE_TITLE@host:port' (C-STORE), or a DICOMweb service root 'http(s)://...' (STOW-RS, `dicomweb.py`)."""
+        if re.match(r"\s*https?://", text, re.IGNORECASE):
+            return DicomWebDestination.parse(text)
         match = re.fullmatch(r"\s*([^@]{1,16})@([^:]+):(\d+)\s*", text)
         if not match:
-            raise ValueError(f"destination {text!r}: expected AE_TITLE@host:port")
+            raise ValueError(f"destination {text!r}: expected AE_TITLE@host:port or http(s)://DICOMweb-root")
         return cls(match.group(1), match.group(2), int(match.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,7 @@ class UltrasoundNode:
         host: str = "127.0.0.1",
         spool_dir: str | os.PathLike = "dicom-spool",
         output_dir: str | os.PathLike = "dicom-results",
-        destination: Destination | None = None,
+        destination: Destination | DicomWebDestination | None = None,
         queue_size: int = 64,
         max_associations: int = 10,
         frames: str | int = "all",
@@ -396,7 +402,7 @@ class UltrasoundNode:
             last_error = dict(self.last_error) if self.last_error else None
             next_send = self._next_send
         if self.destination is not None:
-            destination["ae"] = f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
+            destination["ae"] = str(self.destination)
             destination["next_attempt_in_s"] = round(max(0.0, next_send - time.monotonic()), 1)
         return {
             "state": state,
@@ -750,6 +756,8 @@ class UltrasoundNode:
         """'' when the batch went through (entries delivered or failed permanently), else the transient error."""
         dest = self.destination
         assert dest is not None
+        if isinstance(dest, DicomWebDestination):
+            return deliver_entries(self, loaded)
         root = self.output_dir
         classes: set[str] = set()
         for entry, record in list(loaded):
@@ -888,7 +896,9 @@ def serve(
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
     host: the address to listen on (default 127.0.0.1; give the imaging-network address explicitly).
-    dest: AE_TITLE@host:port of the node that receives the results (PACS); none -> results stay in `output`.
+    dest: AE_TITLE@host:port of the node that receives the results (PACS), or a DICOMweb service root
+    http(s)://host/path (STOW-RS; credentials and CA from the environment, see dicomweb.py); none -> results
+    stay in `output`.
     allow: calling AE titles allowed to send, comma-separated, each optionally AE@address; '*' = any (logged).
     max_per_peer: associations one calling AE title + address may hold at once. idle_timeout: seconds an
     association may stay silent before it is dropped. max_frame_pixels / max_frames / max_file_mb: per-instance
