@@ -43,15 +43,12 @@ VENDOR_FILES = [
     "examples_ybr_color.dcm",
 ]
 RESULT_MODALITIES = ("SEG", "SR")
-# Orthanc's routing: every new US instance goes to the node. Results coming back by DICOM are held 0.5 s each, so
-# that delivering a batch takes long enough for the test to kill the node in the middle of it.
-ROUTING_LUA = """
-function OnStoredInstance(instanceId, tags, metadata, origin)
-   if tags['Modality'] == 'US' then
-      SendToModality(instanceId, 'node')
-   end
-end
-
+# Orthanc's routing: the rule hospital IT installs (packaging/orthanc/), plus, for the test only, a filter holding
+# each result that comes back by DICOM for 0.5 s, so that delivering a batch takes long enough for the test to
+# kill the node in the middle of it.
+ROUTING_LUA = (
+    (TESTS.parent / "packaging" / "orthanc" / "route-us-to-tinyusfm.lua").read_text()
+    + """
 function ReceivedInstanceFilter(dicom, origin)
    if (dicom['Modality'] == 'SEG' or dicom['Modality'] == 'SR') and origin['RequestOrigin'] == 'DicomProtocol' then
       os.execute('sleep 0.5')
@@ -59,6 +56,7 @@ function ReceivedInstanceFilter(dicom, origin)
    return true
 end
 """
+)
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -178,7 +176,9 @@ def cleanup():
 def test_push_orthanc_routes_us_to_the_node_and_gets_seg_sr_back(tmp_path, cleanup):
     require_orthanc()
     node_port = free_port()
-    orthanc = Orthanc(tmp_path / "orthanc", modalities={"node": ["TINYUSFM", "127.0.0.1", node_port]}, lua=ROUTING_LUA)
+    orthanc = Orthanc(
+        tmp_path / "orthanc", modalities={"tinyusfm": ["TINYUSFM", "127.0.0.1", node_port]}, lua=ROUTING_LUA
+    )
     cleanup(orthanc.start())
     node = NodeProcess(
         tmp_path,
