@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint system-deps monailabel-env clean
+.PHONY: demo test test-fast lint system-deps monailabel-env monaideploy-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,21 @@ system-deps:
 monailabel-env: $(STAMP)
 	bash tinyusfm_monai/monailabel/setup_env.sh
 
+# The MONAI Deploy app (tinyusfm_monai/monaideploy) runs in its own venv (.venv-monaideploy): the App SDK 4.x brings
+# Holoscan (~570 MB) that nothing else needs. Holoscan runs on CPU-only machines. Rebuilt when pyproject.toml changes.
+monaideploy-env: $(STAMP)
+	bash tinyusfm_monai/monaideploy/setup_env.sh
+
 # ruff lint and format check (configured in pyproject.toml); part of `make test`
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP) system-deps monailabel-env lint
+test: $(STAMP) system-deps monailabel-env monaideploy-env lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-monailabel .pytest_cache
+	rm -rf $(VENV) .venv-monailabel .venv-monaideploy .pytest_cache
