@@ -715,7 +715,11 @@ class UltrasoundNode:
                 self._outbox_ready.clear()
                 self._outbox_ready.wait(min(wait, 1.0))
                 continue
-            entries = sorted(self.outbox.glob("*.json"), key=_mtime_and_name)
+            # not the temporary file of an entry being written (pathlib's glob matches dot files): sending it
+            # and then the renamed entry would deliver the same results twice
+            entries = sorted(
+                (e for e in self.outbox.glob("*.json") if not e.name.startswith(TEMP_PREFIX)), key=_mtime_and_name
+            )
             if not entries:
                 self._outbox_ready.clear()
                 self._outbox_ready.wait(1.0)
