@@ -1,7 +1,7 @@
 // Opens OHIF on one study in headless Chromium (playwright-core driving the system's /usr/bin/chromium), takes a
 // screenshot of the source image, opens the series whose thumbnail shows LABEL (double click, as a user does),
 // and takes a second one:  node screenshot.js URL LABEL BEFORE.png AFTER.png
-// Prints JSON: the viewport canvas rectangle, console errors, and the page text.
+// Prints JSON: the viewport canvas rectangle (before opening the series), console errors, and the page text.
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 const fs = require('fs');
 const os = require('os');
@@ -35,15 +35,15 @@ async function settle(page, ms) {
     await page.mouse.move(5, 795);
     await settle(page, 2000);
     await page.screenshot({ path: before });
+    const canvas = await page.evaluate(() => Array.from(document.querySelectorAll('canvas.cornerstone-canvas')).map((c) => {
+      const r = c.getBoundingClientRect();
+      return { x: r.x, y: r.y, w: r.width, h: r.height };
+    }));
     await page.getByText(label).first().dblclick();
     await settle(page, 8000);
     await page.mouse.move(5, 795);
     await page.waitForTimeout(1000);
     await page.screenshot({ path: after });
-    const canvas = await page.evaluate(() => Array.from(document.querySelectorAll('canvas.cornerstone-canvas')).map((c) => {
-      const r = c.getBoundingClientRect();
-      return { x: r.x, y: r.y, w: r.width, h: r.height };
-    }));
     console.log(JSON.stringify({ canvas, errors, text: (await page.innerText('body')).slice(0, 3000) }));
   } finally {
     await context.close();
