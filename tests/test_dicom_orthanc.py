@@ -197,8 +197,17 @@ def test_push_orthanc_routes_us_to_the_node_and_gets_seg_sr_back(tmp_path, clean
     sources = _sources()
     paths = [us_file(n) for n in VENDOR_FILES]
 
-    # 1. plain push: one instance in, its SEG back in the source study
-    orthanc.upload(paths[0])
+    # 0. the checks of the walk-through (docs/hospital_it.md): Orthanc echoes the node; a modality stores by DICOM
+    orthanc.post("/modalities/tinyusfm/echo", {})  # raises unless the C-ECHO succeeded
+    # 1. plain push: one instance in (storescu, as a modality), its SEG back in the source study
+    require_tool("storescu")
+    store = subprocess.run(
+        ["storescu", "-aet", "US_ROOM1", "-aec", orthanc.aet, "127.0.0.1", str(orthanc.dicom_port), str(paths[0])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert store.returncode == 0, store.stderr
     _wait_for(lambda: _result_count(orthanc) == 1, 60, "the first result in Orthanc")
 
     # 2. the other four arrive; Orthanc goes down as soon as the node has them: results wait in the outbox
