@@ -6,7 +6,7 @@
 * pull: `dicom pull` finds the US studies by QIDO-RS, retrieves by WADO-RS, stores results by STOW-RS; it is
   SIGKILLed half way, meets Orthanc down (exit 75), and resumes;
 * the node's `--dest` as a DICOMweb URL (STOW-RS) with HTTP basic authentication: wrong credentials keep the
-  results in the outbox, the right ones deliver them, exactly once.
+  results in the outbox (then SIGKILL), the right ones deliver them, with a SIGKILL once delivery has begun.
 
 Every count is read from Orthanc's REST API: results sit in the source study (same Study Instance UID, their
 own series), reference their source instance, each source has exactly one result (0 lost, 0 duplicated), and
@@ -328,10 +328,16 @@ def test_node_dest_dicomweb_stow_with_basic_auth_exactly_once(tmp_path, cleanup)
     )
     assert status["destination"]["state"] == "retrying" and wrong.outbox() == 5
     assert "s3cret" not in wrong.log.read_text() and "wrong" not in json.dumps(status)
-    wrong.stop()
+    wrong.kill()  # SIGKILL with every result waiting: the outbox is on disk
     right = NodeProcess(tmp_path, options, env={ENV_USER: "tinyusfm", ENV_PASSWORD: "s3cret-pw"})
     cleanup(right.start())
+    # SIGKILL once STOW-RS delivery has begun, and start again: what Orthanc confirmed is not sent with new UIDs
+    at_kill = _wait_for(lambda: _result_count(orthanc), 60, "the first STOW-RS delivery")
+    right.kill()
+    left = right.outbox()
+    right.start()
     _wait_for(lambda: right.outbox() == 0, 60, "the outbox to drain")
+    print(f"STOW-RS: killed after {at_kill}/5 stored with {left} outbox entr(ies) left")
     counts = check_results_in_orthanc(orthanc, _sources())
     assert counts["results"] == 5
-    _wait_for(lambda: right.status().get("counts", {}).get("delivered_instances") == 5, 10, "status to say 5")
+    _wait_for(lambda: right.status().get("counts", {}).get("delivered_instances") == left, 10, "status to count them")
