@@ -90,6 +90,14 @@ class _Stow(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self):  # noqa: N802 - a WADO-RS answer: one instance of 200 kB in multipart framing
+        body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + b"\0" * 200_000 + b"\r\n--b--\r\n"
+        self.send_response(200)
+        self.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=b')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args):
         pass
 
@@ -168,3 +176,12 @@ def test_tls_is_verified_by_default_and_a_private_ca_can_be_named(tmp_path, stow
         DicomWebDestination.parse(url, env={}).store([us_file("US1_UNCR.dcm")])
     assert info.value.transient  # kept in the outbox until the certificate problem is fixed
     assert DicomWebDestination.parse(url, env={ENV_CA: str(cert)}).store([us_file("US1_UNCR.dcm")]) == []
+
+
+def test_wado_rs_retrieve_is_bounded_by_the_size_limit(tmp_path, stow_server):
+    port = stow_server([])
+    dest = DicomWebDestination.parse(f"http://127.0.0.1:{port}/dicom-web", env={})
+    with pytest.raises(DicomWebError, match="byte limit") as info:
+        dest.retrieve_instance("1.2", "1.3", "1.4", tmp_path / "x.dcm", max_bytes=10_000)
+    assert not info.value.transient and not (tmp_path / "x.dcm").exists()
+    assert dest.retrieve_instance("1.2", "1.3", "1.4", tmp_path / "x.dcm", max_bytes=300_000).stat().st_size == 200_000

@@ -151,9 +151,15 @@ class DicomWebDestination:
         return context
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        limit: int | None = None,
     ) -> tuple[dict[str, str], bytes]:
-        """(response headers, body); raises DicomWebError naming the request (never credentials)."""
+        """(response headers, body); raises DicomWebError naming the request (never credentials). A body longer
+        than `limit` bytes is refused after reading limit + 1 bytes (a server cannot make us hold more)."""
         url = self.url + path
         request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
         if self.authorization:
@@ -161,7 +167,10 @@ class DicomWebDestination:
         where = f"{method} {urllib.parse.urlsplit(url).path}"
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self._context()) as response:
-                return {k.lower(): v for k, v in response.headers.items()}, response.read()
+                data = response.read() if limit is None else response.read(limit + 1)
+                if limit is not None and len(data) > limit:
+                    raise DicomWebError(f"{where}: response over the {limit} byte limit", transient=False)
+                return {k.lower(): v for k, v in response.headers.items()}, data
         except urllib.error.HTTPError as exc:
             detail = exc.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
             message = f"{where}: HTTP {exc.code} {exc.reason}" + (f" ({detail[:200]})" if detail else "")
@@ -265,7 +274,10 @@ class DicomWebDestination:
                 raise DicomWebError(f"invalid UID {uid[:70]!r} from the server", transient=False)
         accept = f'multipart/related; type="{DICOM_MEDIA}"; transfer-syntax=*'
         headers, body = self.request(
-            "GET", f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": accept}
+            "GET",
+            f"/studies/{study}/series/{series}/instances/{sop}",
+            headers={"Accept": accept},
+            limit=max_bytes + 65536,  # the instance plus its multipart framing
         )
         parts = multipart_parts(headers.get("content-type", ""), body)
         if len(parts) != 1:
