@@ -12,7 +12,7 @@ LAYERS = {
     "networks": 2, "transforms": 2, "data": 2,
     "handlers": 3, "evaluation": 3, "distillation": 3,
     "bundle": 4, "deploy": 4,
-    "inferers": 5, "dicom": 5, "monailabel": 5,
+    "inferers": 5, "dicom": 5, "monailabel": 5, "monaideploy": 5,
     "demo": 6, "cli": 6,
 }  # fmt: skip
 

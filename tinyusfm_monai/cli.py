@@ -64,6 +64,7 @@ class _Dicom:
     infer = _lazy("tinyusfm_monai.dicom.batch:infer")
     serve = _lazy("tinyusfm_monai.dicom.node:serve")
     status = _lazy("tinyusfm_monai.dicom.status:status")
+    pull = _lazy("tinyusfm_monai.dicom.dicomweb:pull")
 
 
 class _Bundles:

@@ -2,7 +2,8 @@
 
 Modules: read (decode, colour handling, tissue crop, frame policy), reader (MONAI ImageReader for bundles),
 predictor (the model contract), write (SEG/SR/SC), process (one instance), batch (`dicom infer`),
-node (`dicom serve`), concepts (coded concepts per label), contours (cine SR geometry), privacy (log hygiene).
+node (`dicom serve`), dicomweb (STOW-RS destination, `dicom pull`), concepts (coded concepts per label),
+contours (cine SR geometry), privacy (log hygiene).
 Nothing is imported here, so `import tinyusfm_monai.dicom.write` does not pull in pynetdicom.
 See docs/hospital_it.md.
 """

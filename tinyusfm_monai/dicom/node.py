@@ -63,6 +63,7 @@ from pynetdicom.sop_class import Verification
 
 from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
 from tinyusfm_monai.dicom.admission import ConnectionGuard, start_guarded_server
+from tinyusfm_monai.dicom.dicomweb import DicomWebDestination, deliver_entries
 from tinyusfm_monai.dicom.diskfull import is_disk_full, receive_failed, tolerate_full_disk_on_receive
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
@@ -109,12 +110,17 @@ class Destination:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> Destination:
-        """'AE_TITLE@host:port'."""
+    def parse(cls, text: str) -> Destination | DicomWebDestination:
+        """'AE_TITLE@host:port' (C-STORE), or a DICOMweb service root 'http(s)://...' (STOW-RS, `dicomweb.py`)."""
+        if re.match(r"\s*https?://", text, re.IGNORECASE):
+            return DicomWebDestination.parse(text)
         match = re.fullmatch(r"\s*([^@]{1,16})@([^:]+):(\d+)\s*", text)
         if not match:
-            raise ValueError(f"destination {text!r}: expected AE_TITLE@host:port")
+            raise ValueError(f"destination {text!r}: expected AE_TITLE@host:port or http(s)://DICOMweb-root")
         return cls(match.group(1), match.group(2), int(match.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,7 @@ class UltrasoundNode:
         host: str = "127.0.0.1",
         spool_dir: str | os.PathLike = "dicom-spool",
         output_dir: str | os.PathLike = "dicom-results",
-        destination: Destination | None = None,
+        destination: Destination | DicomWebDestination | None = None,
         queue_size: int = 64,
         max_associations: int = 10,
         frames: str | int = "all",
@@ -303,7 +309,7 @@ class UltrasoundNode:
             log.info("recovering %d unprocessed instance(s) from the spool", len(leftovers))
         for path in leftovers:
             self.queue.put(path)
-        outbox = len(list(self.outbox.glob("*.json")))
+        outbox = len(self._outbox_entries())
         if outbox:
             log.info("%d result set(s) waiting in the outbox for delivery", outbox)
         self._threads = [threading.Thread(target=self._work, name="tinyusfm-dicom-worker", daemon=True)]
@@ -418,11 +424,16 @@ class UltrasoundNode:
             time.sleep(0.05)
         return False
 
+    def _outbox_entries(self) -> list[Path]:
+        """The outbox's entries, never the temporary file of one being written (pathlib's glob matches dot files):
+        sending it and then the renamed entry would deliver the same results twice."""
+        return [e for e in self.outbox.glob("*.json") if not e.name.startswith(TEMP_PREFIX)]
+
     def wait_delivered(self, timeout: float) -> bool:
         """True once the outbox is empty (every result delivered or failed with a reason)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not any(self.outbox.glob("*.json")):
+            if not self._outbox_entries():
                 return True
             self._outbox_ready.set()
             time.sleep(0.05)
@@ -474,10 +485,10 @@ class UltrasoundNode:
             last_error = dict(self.last_error) if self.last_error else None
             next_send = self._next_send
             disk = {k: v for k, v in self.disk_state.items() if not k.startswith("_")}
-        outbox = [_mtime_and_name(p)[0] for p in self.outbox.glob("*.json")]
+        outbox = [_mtime_and_name(p)[0] for p in self._outbox_entries()]
         outbox = [t for t in outbox if t]
         if self.destination is not None:
-            destination["ae"] = f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
+            destination["ae"] = str(self.destination)
             destination["next_attempt_in_s"] = round(max(0.0, next_send - time.monotonic()), 1)
         return {
             "state": state,
@@ -895,7 +906,7 @@ class UltrasoundNode:
                 self._outbox_ready.clear()
                 self._outbox_ready.wait(min(wait, 1.0))
                 continue
-            entries = sorted(self.outbox.glob("*.json"), key=_mtime_and_name)
+            entries = sorted(self._outbox_entries(), key=_mtime_and_name)
             if not entries:
                 self._outbox_ready.clear()
                 self._outbox_ready.wait(1.0)
@@ -942,6 +953,8 @@ class UltrasoundNode:
         """'' when the batch went through (entries delivered or failed permanently), else the transient error."""
         dest = self.destination
         assert dest is not None
+        if isinstance(dest, DicomWebDestination):
+            return deliver_entries(self, loaded)
         root = self.output_dir
         classes: set[str] = set()
         for entry, record in list(loaded):
@@ -1121,7 +1134,9 @@ def serve(
     """Run the DICOM node for bundle `bundle` until SIGINT/SIGTERM.
 
     host: the address to listen on (default 127.0.0.1; give the imaging-network address explicitly).
-    dest: AE_TITLE@host:port of the node that receives the results (PACS); none -> results stay in `output`.
+    dest: AE_TITLE@host:port of the node that receives the results (PACS), or a DICOMweb service root
+    http(s)://host/path (STOW-RS; credentials and CA from the environment, see dicomweb.py); none -> results
+    stay in `output`.
     allow: calling AE titles allowed to send, comma-separated, each optionally AE@address; '*' = any (logged).
     max_per_peer: associations one calling AE title + address may hold at once. idle_timeout: seconds an
     association may stay silent before it is dropped, and the longest one PDU may take to arrive.
