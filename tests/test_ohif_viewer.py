@@ -1,7 +1,7 @@
 """The results in a real viewer: OHIF 3.13.2 (npm `@ohif/app` prebuilt dist) in headless Chromium (Debian
 package, driven by npm `playwright-core`), reading a study from a real Orthanc by DICOMweb, same origin.
 
-Run with `make ohif-check` (tools from `make ohif-env`); skipped unless TINYUSFM_OHIF=1.
+Run with `make ohif-check` (tools from `make ohif-env`); not collected unless TINYUSFM_OHIF=1 (conftest.py).
 
 Checked from the screenshots' pixels:
 1. the ultrasound frame is drawn: the viewport's pixels correlate with the source image resampled to the
@@ -37,10 +37,7 @@ DOCS_SHOT = ROOT / "docs" / "images" / "ohif_orthanc_study.png"  # TINYUSFM_OHIF
 #: OHIF 3.13.2's exceptions for a SEG of an image without patient geometry (seen in the browser console)
 OHIF_GEOMETRY_ERRORS = ("ImageOrientationPatient", "SpacingBetweenSlices")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("TINYUSFM_OHIF") != "1", reason="OHIF check: make ohif-check"),
-]
+pytestmark = pytest.mark.slow
 
 
 def _png(path: Path) -> np.ndarray:
