@@ -21,6 +21,7 @@ class TinyUSFM(VisionTransformer):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        drop_path_mode: str = "monai",
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -38,6 +39,7 @@ class TinyUSFM(VisionTransformer):
             drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
+            drop_path_mode=drop_path_mode,
         )
 
 
@@ -55,6 +57,7 @@ class USFM(VisionTransformer):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
+        drop_path_mode: str = "monai",
         init_values: float = 0.1,
     ) -> None:
         super().__init__(
@@ -73,6 +76,7 @@ class USFM(VisionTransformer):
             drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
+            drop_path_mode=drop_path_mode,
         )
 
 
