@@ -195,9 +195,11 @@ class Block(nn.Module):
             raise ValueError(f"drop_path_mode must be one of {DROP_PATH_MODES}, got {drop_path_mode!r}")
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = Attention(dim, num_heads, qv_bias=qv_bias, window=window, attn_drop=attn_drop, proj_drop=drop)
-        self.drop_path: nn.Module = nn.Identity()
-        if drop_path > 0:
-            self.drop_path = FloorDropPath(drop_path) if drop_path_mode == "timm" else DropPath(drop_path)
+        self.drop_path = (
+            nn.Identity()
+            if drop_path <= 0
+            else (FloorDropPath(drop_path) if drop_path_mode == "timm" else DropPath(drop_path))
+        )
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         if init_values is not None and init_values > 0:
