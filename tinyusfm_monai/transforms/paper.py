@@ -92,6 +92,8 @@ class RandScaleCropd(RandomizableTransform, MapTransform):
             size = (int(h * self.factor), int(w * self.factor))
             kwargs = {"align_corners": False} if mode == "bilinear" else {}
             y = F.interpolate(x[None].float(), size=size, mode=mode, **kwargs)[0]
+            if mode == "bilinear":  # back to 8-bit values, as PIL's resize of the official uint8 image
+                y = y.round().clamp(0, 255)
             if offset is None:
                 offset = (int(self.R.randint(0, size[0] - h + 1)), int(self.R.randint(0, size[1] - w + 1)))
             y = y[..., offset[0] : offset[0] + h, offset[1] : offset[1] + w].to(x.dtype)
