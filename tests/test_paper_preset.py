@@ -62,7 +62,8 @@ def test_one_group_no_weight_decay():
     assert groups[0]["lr"] == pytest.approx(2e-5)  # epoch 0 of the warm-up
     net = parts["network"]
     assert net.decoder == "official" and net.out_channels == 1
-    assert type(net.backbone.blocks[11].drop_path).__name__ == "FloorDropPath"
+    assert net.backbone.blocks[11].drop_path.drop_prob == pytest.approx(0.1)  # linear 0 -> 0.1 over the blocks
+    assert isinstance(net.backbone.blocks[0].drop_path, torch.nn.Identity)
     cls = paper_training_parts("busi_classification", overrides={"image_size": 64})["network"]
     assert isinstance(cls.blocks[11].drop_path, torch.nn.Identity)  # drop path 0 in classification
 

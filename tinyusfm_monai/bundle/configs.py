@@ -346,11 +346,7 @@ def paper_differences(task: Task) -> list[tuple[str, str, str]]:
             "second time (multipliers 1, 1, 0.6, 0.8, 1, 1 for epochs 4-9: quirk *double warm-up*), linear decay "
             "towards 1e-6, last epoch at " + ("1.5e-6" if seg else "2.25e-6"),
         ),
-        (
-            "drop path",
-            "0.1 (MONAI's draw)",
-            f"{recipe.paper_drop_path}" + (" (timm 0.5.4's draw)" if recipe.paper_drop_path else ""),
-        ),
+        ("drop path", "0.1", f"{recipe.paper_drop_path}"),
         ("precision", "AMP on CUDA", "fp32"),
         (
             "seed / workers",

@@ -237,7 +237,6 @@ class SegmentationRecipe(TaskRecipe):
     def paper_network_overrides(self, task: Task) -> dict[str, Any]:
         return {
             "network_def#drop_path_rate": self.paper_drop_path,
-            "network_def#drop_path_mode": "timm",
             "network_def#decoder": "official",
         }
 

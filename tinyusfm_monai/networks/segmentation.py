@@ -152,7 +152,6 @@ class ViTSegmenter(nn.Module):
         drop_path_rate: stochastic depth of the last block (linear from 0 over the blocks).
         dropout: Dropout2d before the classifier.
         decoder: "ours" (default) or "official" (see the module docstring).
-        drop_path_mode: "monai" (MONAI's `DropPath` draw) or "timm" (timm 0.5.4's draw, as the official code).
     """
 
     def __init__(
@@ -167,7 +166,6 @@ class ViTSegmenter(nn.Module):
         drop_path_rate: float = 0.1,
         dropout: float = 0.1,
         decoder: str = "ours",
-        drop_path_mode: str = "monai",
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -178,7 +176,6 @@ class ViTSegmenter(nn.Module):
                 img_size=img_size,
                 in_chans=in_chans,
                 drop_path_rate=drop_path_rate,
-                drop_path_mode=drop_path_mode,
             )
         if len(out_indices) != 4:
             raise ValueError(f"the pyramid needs exactly four blocks, got out_indices={list(out_indices)}")
