@@ -152,3 +152,23 @@ def test_every_bundle_has_the_preset_and_the_difference_table(name):
         assert f"| {item} | {ours} | {paper} |" in readme
     assert "double warm-up" in readme and "layer decay off" in readme and "worker reseeding" in readme
     assert ("train-mode validation pass" in readme) == (task.task_type == "segmentation")
+
+
+def test_worker_reseeding_replays_the_same_augmentations_every_epoch():
+    """The official quirk: workers reseeded to 42 + id at every epoch, so (in the same order) epoch 2 draws exactly
+    what epoch 1 drew; MONAI's default worker seeding draws anew."""
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import Compose
+
+    from tinyusfm_monai.handlers.paper import paper_worker_init_fn
+
+    data = [{"image": torch.arange(16.0).reshape(1, 4, 4) * 15} for _ in range(8)]
+    ds = Dataset(data, transform=Compose([RandContrastJitterd("image", 1.0), RandGammaUint8d("image", 0.5)]))
+
+    def epoch(loader):
+        return torch.cat([b["image"] for b in loader])
+
+    paper = DataLoader(ds, batch_size=2, num_workers=2, worker_init_fn=paper_worker_init_fn)
+    assert torch.equal(epoch(paper), epoch(paper))
+    monai_default = DataLoader(ds, batch_size=2, num_workers=2)
+    assert not torch.equal(epoch(monai_default), epoch(monai_default))
