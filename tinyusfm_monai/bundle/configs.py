@@ -355,6 +355,14 @@ def paper_differences(task: Task) -> list[tuple[str, str, str]]:
             "deterministic, 8 workers reseeded to 42 + worker id at every epoch (quirk *worker reseeding*: each "
             "epoch replays the same augmentation stream per worker)",
         ),
+        (
+            "split",
+            "`tinyusfm-monai prepare`: the publisher's split, else 70/10/20 by sha256 of the patient (or image) id, "
+            "stratified, seed 20251022",
+            "no split code: ready-made train/val/test folders (`tinyusfm-monai prepare_official`, or your lists with "
+            "`prepare --split_file`); `prepare --split_rule maintainer-reading` is OUR reading of the maintainer's "
+            "'stratified 7:1:2, seed 1234', not the paper's split",
+        ),
         *recipe.paper_rows(task),
     ]
     return rows

@@ -100,6 +100,11 @@ def paper_section(task: Task) -> str:
 
 {quirk_text}
 
+Not draw for draw: the augmentations have the official parameters and order but MONAI's random generators (the
+official code draws from torchvision, numpy and `random`), so a run from the same seed sees other augmented images.
+The step-by-step comparison with the official code (same initial weights, same batches) is
+`tests/test_official_parity.py`.
+
 ```bash
 python -m monai.bundle run --config_file "['{b}/configs/train.json','{b}/configs/train_paper.json']" \\
     --dataset_dir DATA/{task.name} --pretrained models/pretrained/TinyUSFM.pth

@@ -330,6 +330,11 @@ class SegmentationRecipe(TaskRecipe):
                 + (" (both empty: Dice 0, medpy)" if binary else " (class absent from both: Dice 1)"),
             ),
             (
+                "HD95 with empty masks",
+                "both empty: 0; one empty: the image side",
+                "one empty: 224; " + ("both empty: 0" if binary else "class absent from both: NaN, skipped"),
+            ),
+            (
                 "validation pass",
                 "eval mode",
                 "a loss pass in TRAIN mode first (BatchNorm statistics move, dropout on), then the evaluation",
