@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tinyusfm_monai.networks import CheckpointError, ViTSegmenter, convert_official_segmentation, load_pretrained
-from tinyusfm_monai.networks.vit import FloorDropPath
 
 KEYS = Path(__file__).resolve().parent / "data" / "official-segmentation-keys-tinyusfm.json"
 
@@ -59,15 +58,3 @@ def test_official_checkpoint_refused_by_our_decoder_and_on_a_class_mismatch(tmp_
         load_pretrained(ViTSegmenter(num_classes=2), path)
     with pytest.raises(CheckpointError, match="official_seg.pth.*conv_seg"):
         load_pretrained(ViTSegmenter(num_classes=4, decoder="official"), path)
-
-
-def test_floor_drop_path_draws_like_keep_plus_uniform():
-    """The timm-0.5.4 draw: mask = floor(keep + U) from the same generator state, scaled by 1/keep."""
-    x = torch.ones(64, 3, 2)
-    layer = FloorDropPath(0.3).train()
-    torch.manual_seed(5)
-    y = layer(x)
-    torch.manual_seed(5)
-    mask = (0.7 + torch.rand(64, 1, 1)).floor()
-    assert torch.allclose(y, x / 0.7 * mask)
-    assert torch.equal(layer.eval()(x), x)

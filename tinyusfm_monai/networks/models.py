@@ -21,7 +21,6 @@ class TinyUSFM(VisionTransformer):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        drop_path_mode: str = "monai",
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -39,7 +38,6 @@ class TinyUSFM(VisionTransformer):
             drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
-            drop_path_mode=drop_path_mode,
         )
 
 
@@ -57,7 +55,6 @@ class USFM(VisionTransformer):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
-        drop_path_mode: str = "monai",
         init_values: float = 0.1,
     ) -> None:
         super().__init__(
@@ -76,7 +73,6 @@ class USFM(VisionTransformer):
             drop_rate=drop_rate,
             attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
-            drop_path_mode=drop_path_mode,
         )
 
 

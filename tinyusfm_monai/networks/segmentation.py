@@ -56,9 +56,10 @@ class OfficialNeck(nn.Module):
         self.projections = nn.ModuleList([nn.Conv2d(embed_dim, out, kernel_size=1) for _ in self.rescales])
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        outs = []
-        for proj, rescale, feat in zip(self.projections, self.rescales, feats):
-            y = proj(feat)
+        outs: list[torch.Tensor] = []
+        for i, proj in enumerate(self.projections):
+            y = proj(feats[i])
+            rescale = self.rescales[i]
             if rescale != 1.0:
                 y = F.interpolate(y, scale_factor=rescale, mode="bilinear", align_corners=False)
             outs.append(y)
@@ -94,14 +95,18 @@ class OfficialFPNHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
+        laterals: list[torch.Tensor] = []
+        for i, conv in enumerate(self.lateral_convs):
+            laterals.append(conv(feats[i]))
         for i in range(len(laterals) - 1, 0, -1):
             up = F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="bilinear", align_corners=False)
             laterals[i - 1] = laterals[i - 1] + up
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
+        outs: list[torch.Tensor] = []
+        for i, conv in enumerate(self.fpn_convs):
+            outs.append(conv(laterals[i]))
         fused = outs[0]
-        for out in outs[1:]:
-            fused = fused + F.interpolate(out, size=fused.shape[2:], mode="bilinear", align_corners=False)
+        for i in range(1, len(outs)):
+            fused = fused + F.interpolate(outs[i], size=fused.shape[2:], mode="bilinear", align_corners=False)
         return self.conv_seg(self.dropout(fused))
 
 
@@ -147,7 +152,6 @@ class ViTSegmenter(nn.Module):
         drop_path_rate: stochastic depth of the last block (linear from 0 over the blocks).
         dropout: Dropout2d before the classifier.
         decoder: "ours" (default) or "official" (see the module docstring).
-        drop_path_mode: "monai" (MONAI's `DropPath` draw) or "timm" (timm 0.5.4's draw, as the official code).
     """
 
     def __init__(
@@ -162,7 +166,6 @@ class ViTSegmenter(nn.Module):
         drop_path_rate: float = 0.1,
         dropout: float = 0.1,
         decoder: str = "ours",
-        drop_path_mode: str = "monai",
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -173,7 +176,6 @@ class ViTSegmenter(nn.Module):
                 img_size=img_size,
                 in_chans=in_chans,
                 drop_path_rate=drop_path_rate,
-                drop_path_mode=drop_path_mode,
             )
         if len(out_indices) != 4:
             raise ValueError(f"the pyramid needs exactly four blocks, got out_indices={list(out_indices)}")
@@ -205,7 +207,7 @@ class ViTSegmenter(nn.Module):
         _, tokens, _ = self.backbone.forward_features(x, self.out_indices, [])
         gh, gw = self.backbone.grid_size
         maps = [t[:, 1:].transpose(1, 2).reshape(t.shape[0], -1, gh, gw) for t in tokens]
-        if self.decoder == "official":
+        if hasattr(self, "decode_head"):  # the official decoder (a static test: TorchScript compiles one branch)
             logits = self.decode_head(self.neck(maps))
             return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         levels = self.pyramid(maps)

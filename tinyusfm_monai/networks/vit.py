@@ -35,33 +35,6 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class FloorDropPath(nn.Module):
-    """Stochastic depth drawn the way timm 0.5.4 draws it (the official TinyUSFM code's dependency).
-
-    Same distribution as MONAI's `DropPath`, but a different draw from the generator: `keep + U(0, 1)` floored
-    per sample, where MONAI calls `bernoulli_`. The `paper` preset uses this so that a run from the same seed
-    makes the same drop decisions as the official scripts.
-
-    Args:
-        drop_prob: probability of dropping a sample's residual branch.
-    """
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        mask = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
-        return x.div(keep) * mask
-
-
-DROP_PATH_MODES = ("monai", "timm")
-
-
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -188,16 +161,12 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
-        drop_path_mode: str = "monai",
     ) -> None:
         super().__init__()
-        if drop_path_mode not in DROP_PATH_MODES:
-            raise ValueError(f"drop_path_mode must be one of {DROP_PATH_MODES}, got {drop_path_mode!r}")
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = Attention(dim, num_heads, qv_bias=qv_bias, window=window, attn_drop=attn_drop, proj_drop=drop)
-        self.drop_path: nn.Module = nn.Identity()
-        if drop_path > 0:
-            self.drop_path = FloorDropPath(drop_path) if drop_path_mode == "timm" else DropPath(drop_path)
+        # MONAI's DropPath draws as timm 0.5.4 (the official code's): a bernoulli_(keep) mask per sample, / keep
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         if init_values is not None and init_values > 0:
@@ -242,7 +211,6 @@ class VisionTransformer(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        drop_path_mode: str = "monai",
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -274,7 +242,6 @@ class VisionTransformer(nn.Module):
                     drop_rate,
                     attn_drop_rate,
                     r,
-                    drop_path_mode,
                 )
                 for r in rates
             ]
