@@ -34,6 +34,14 @@ TASKS = {"cls": "tn3k_classification", "seg_binary": "tn3k_segmentation", "seg_m
 LOSS_RTOL = 1e-5
 LR_RTOL = 1e-12
 PARAM_TOL = 1e-5
+# The official code does not agree with itself to 1e-5 over a whole segmentation run: repeated with another torch
+# thread count (only the float summation order changes) its losses drift apart step by step (measured: about 1e-7
+# at the first step, 1e-5 by epoch 6, 1e-4 by epoch 10), because training amplifies rounding (Adam turns the
+# zero-in-exact-arithmetic gradient of a convolution bias in front of a BatchNorm into full-size steps). The fixture
+# records that envelope ("self_agreement"); a step's tolerance is the larger of 1e-5 and ENVELOPE_FACTOR times the
+# largest official self-disagreement up to that step. Where the official code is self-consistent (classification,
+# the early segmentation steps) the bar is 1e-5.
+ENVELOPE_FACTOR = 5.0
 
 
 def _fixture(name: str) -> dict:
@@ -141,12 +149,13 @@ def _key_map(network: torch.nn.Module, shapes: dict[str, list[int]], tmp_path: P
 def _build(setting: str, tmp_path: Path):
     """The product's paper-preset parts for the setting's task, loaded with the official initial state."""
     from tinyusfm_monai.bundle.paper import paper_training_parts
-
     from tinyusfm_monai.networks.checkpoint import load_pretrained
 
     fx = _fixture(f"{setting}_train.json")
     shapes = fx["initial_state_shapes"]
-    parts = paper_training_parts(TASKS[setting], pretrained=None, device="cpu")
+    # the official run was `--num_epochs <epochs>`: its schedule decays over those epochs
+    overrides = {"max_epochs": fx["setting"]["epochs"], "learning_rate": fx["setting"]["lr"], "image_size": op.IMG}
+    parts = paper_training_parts(TASKS[setting], pretrained=None, device="cpu", overrides=overrides)
     network = parts["network"]
     mapping = _key_map(network, shapes, tmp_path)
     unmapped = [k for k, v in shapes.items() if k not in mapping and not k.endswith("num_batches_tracked")]
@@ -169,20 +178,37 @@ def _close(a: float, b: float, tol: float) -> bool:
     return abs(a - b) <= tol * max(1.0, abs(b))
 
 
-def _compare_state(network, mapping, recorded: dict[str, dict], what: str) -> None:
+def _running_max(values: list[float]) -> list[float]:
+    out, top = [], 0.0
+    for v in values:
+        top = max(top, v)
+        out.append(top)
+    return out
+
+
+def _loss_tolerances(fx: dict, key: str) -> list[float]:
+    envelope = _running_max(fx["self_agreement"][f"{key}_rel"])
+    return [max(LOSS_RTOL, ENVELOPE_FACTOR * e) for e in envelope]
+
+
+def _compare_state(network, mapping, recorded: dict[str, dict], envelope: dict[str, dict], what: str) -> None:
+    """Norm (relative), sum and the recorded elements of every official tensor, each within the larger of 1e-5 and
+    ENVELOPE_FACTOR x the official code's own disagreement for that tensor."""
     ours = network.state_dict()
     bad = []
     for k, rec in recorded.items():
+        env = envelope[k]
         t = ours[mapping[k]].detach().double().flatten()
         idx = op.selected_indices(t.numel())
-        vals = [float(t[i]) for i in idx]
-        if not math.isclose(float(t.norm()), rec["norm"], rel_tol=PARAM_TOL, abs_tol=1e-12):
+        norm_tol = max(PARAM_TOL, ENVELOPE_FACTOR * env["norm_rel"])
+        if not math.isclose(float(t.norm()), rec["norm"], rel_tol=norm_tol, abs_tol=1e-12):
             bad.append(f"{k} norm {float(t.norm())} vs {rec['norm']}")
-        if abs(float(t.sum()) - rec["sum"]) > PARAM_TOL * math.sqrt(t.numel()):
+        if abs(float(t.sum()) - rec["sum"]) > max(PARAM_TOL * math.sqrt(t.numel()), ENVELOPE_FACTOR * env["sum"]):
             bad.append(f"{k} sum {float(t.sum())} vs {rec['sum']}")
-        for i, v, w in zip(idx, vals, rec["values"], strict=True):
-            if not _close(v, w, PARAM_TOL):
-                bad.append(f"{k}[{i}] {v} vs {w}")
+        value_tol = max(PARAM_TOL, ENVELOPE_FACTOR * env["values"])
+        for i, w in zip(idx, rec["values"], strict=True):
+            if not _close(float(t[i]), w, value_tol):
+                bad.append(f"{k}[{i}] {float(t[i])} vs {w}")
     assert not bad, f"{what}: {len(bad)} differences, first: {bad[:6]}"
 
 
@@ -212,7 +238,9 @@ def _run_parity(setting: str, tmp_path: Path) -> None:
             losses.append(float(loss.detach()))
             if after_first is None:
                 after_first = True
-                _compare_state(network, mapping, fx["after_first_step"], "after the first step")
+                _compare_state(
+                    network, mapping, fx["after_first_step"], fx["self_agreement"]["after_first_step"], "first step"
+                )
         scheduler.step()
         if val_pass is not None:  # the official seg script: loss pass in train mode, batch by batch
             engine = SimpleNamespace(state=SimpleNamespace(metrics={}, epoch=epoch + 1))
@@ -223,25 +251,29 @@ def _run_parity(setting: str, tmp_path: Path) -> None:
             with torch.no_grad():
                 val_losses.extend(float(loss_fn(network(x), y)) for x, y in val)
     assert len(losses) == len(fx["train_losses"])
-    for i, (ours, theirs) in enumerate(zip(losses, fx["train_losses"], strict=True)):
-        assert math.isclose(ours, theirs, rel_tol=LOSS_RTOL), f"step {i}: loss {ours} vs official {theirs}"
+    tols = _loss_tolerances(fx, "train_losses")
+    for i, (ours, theirs, tol) in enumerate(zip(losses, fx["train_losses"], tols, strict=True)):
+        assert math.isclose(ours, theirs, rel_tol=tol), f"step {i}: loss {ours} vs official {theirs} (tol {tol:.1e})"
     for i, (ours, theirs) in enumerate(zip(lrs, fx["step_lrs"], strict=True)):
         for lr in ours:  # the paper preset has one group; the official groups all carry the same lr
             assert all(math.isclose(lr, t, rel_tol=LR_RTOL) for t in theirs), f"step {i}: lr {ours} vs {theirs}"
     # one validation batch per epoch in these settings, so the per-epoch mean is the recorded value
-    for e, (ours, theirs) in enumerate(zip(val_losses, fx["val_losses"], strict=True)):
-        assert math.isclose(ours, theirs, rel_tol=LOSS_RTOL), f"epoch {e}: val loss {ours} vs official {theirs}"
-    _compare_state(network, mapping, fx["final"], f"after {len(losses)} steps")
+    tols = _loss_tolerances(fx, "val_losses")
+    for e, (ours, theirs, tol) in enumerate(zip(val_losses, fx["val_losses"], tols, strict=True)):
+        assert math.isclose(ours, theirs, rel_tol=tol), f"epoch {e}: val loss {ours} vs official {theirs} ({tol:.1e})"
+    _compare_state(network, mapping, fx["final"], fx["self_agreement"]["final"], f"after {len(losses)} steps")
     ours = network.state_dict()
     for k, n in fx["final_num_batches_tracked"].items():  # seg: train steps + train-mode validation batches
         assert int(ours[mapping[k]]) == n, f"{k}: {int(ours[mapping[k]])} BatchNorm updates vs official {n}"
 
 
+@pytest.mark.slow
 def test_classification_paper_preset_matches_official_training(tmp_path):
     """tn3k_classification's paper preset: 12 epochs x 2 steps (warm-up, second warm-up, decay) step for step."""
     _run_parity("cls", tmp_path)
 
 
+@pytest.mark.slow
 def test_binary_segmentation_paper_preset_matches_official_training(tmp_path):
     """tn3k_segmentation's paper preset (official decoder, 1 channel + BCE, drop path 0.1, Dropout2d, train-mode
     validation pass moving BatchNorm statistics): 11 epochs step for step."""
@@ -276,3 +308,15 @@ def test_official_segmentation_metrics_match(case):
         assert math.isclose(got[key], value, rel_tol=1e-12, abs_tol=1e-12) or (
             math.isnan(got[key]) and math.isnan(value)
         ), f"{case}: {key} {got[key]} vs official {value}"
+
+
+@pytest.mark.parametrize(("setting", "bound"), [("cls", 1e-4), ("seg_binary", 1e-3), ("seg_multiclass", 5e-3)])
+def test_tolerances_stay_tight(setting, bound):
+    """The envelope never makes the parity test vacuous: the first steps are held to 1e-5 relative, and no step's
+    tolerance exceeds `bound` (measured envelopes x 5: cls 3e-5, binary seg 5e-4, 4-class seg 4.5e-3 at its last
+    epoch; a wrong loss, lr or drop-path draw moves the loss by far more, and from the first step)."""
+    fx = _fixture(f"{setting}_train.json")
+    for key in ("train_losses", "val_losses"):
+        tols = _loss_tolerances(fx, key)
+        assert tols[:2] == [LOSS_RTOL, LOSS_RTOL], (key, tols[:2])
+        assert max(tols) <= bound, (key, max(tols))
