@@ -18,6 +18,7 @@ import re
 import statistics
 from pathlib import Path
 
+from tinyusfm_monai.bundle.reproduce import UNIUS_BENCH_TASKS
 from tinyusfm_monai.data.registry import DATASETS, TASKS
 
 EPOCH = re.compile(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
@@ -43,6 +44,7 @@ def main() -> None:
     print("| task | cells | train images | s / image-epoch (median) | cell wall s (median) | real images | "
           "projected paper-preset run |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
+    per_type: dict[str, list[float]] = {"classification": [], "segmentation": []}
     for task_dir in sorted(p for p in args.out.iterdir() if p.is_dir() and p.name in TASKS):
         cells = sorted(c for c in task_dir.glob("seed*") if (c / "result.json").is_file())
         if not cells:
@@ -59,11 +61,26 @@ def main() -> None:
         real = DATASETS[task.dataset].num_images
         epochs = args.epochs_cls if task.task_type == "classification" else args.epochs_seg
         s = statistics.median(per_image) if per_image else float("nan")
+        per_type[task.task_type] += per_image
         hours = s * 0.7 * real * epochs / 3600
         print(
             f"| {task.name} | {len(cells)} | {train_images(cells[0])} | {s:.3f} | {statistics.median(wall):.0f} | "
             f"{real} | {hours:.1f} h ({epochs} epochs) |"
         )
+    # every UniUS-Bench task, from the median per-image time of its task type
+    print("\n| task | images | epochs | projected hours (median s / image-epoch of its type) |\n|---|---|---|---|")
+    total = 0.0
+    for name in UNIUS_BENCH_TASKS:
+        task = TASKS[name]
+        if not per_type[task.task_type]:
+            continue
+        s = statistics.median(per_type[task.task_type])
+        epochs = args.epochs_cls if task.task_type == "classification" else args.epochs_seg
+        real = DATASETS[task.dataset].num_images
+        hours = s * 0.7 * real * epochs / 3600
+        total += hours
+        print(f"| {name} | {real} | {epochs} | {hours:.0f} |")
+    print(f"| **all, one seed** | | | **{total:.0f}** |")
 
 
 if __name__ == "__main__":

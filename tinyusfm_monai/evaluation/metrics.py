@@ -13,7 +13,9 @@ The official TinyUSFM evaluation (`utils/evaluate.py` of the MacDunno/TinyUSFM r
 other rules; `official_image_scores` / `OfficialSegmentationScores` reproduce them so that the `paper` preset
 selects and reports by them, beside ours:
 
-* binary task (one sigmoid channel, > 0.5): per image Dice = medpy `dc`, which is 0 when both masks are empty;
+* binary task (one sigmoid channel, > 0.5): per image Dice = medpy `dc`, which is 0 when both masks are empty
+  (with the numpy the official requirements pin, 2.1.2; under numpy >= 2.4 medpy 0.4.0 returns NaN there instead,
+  which makes the official mean Dice NaN: the pinned behaviour is the one reproduced);
   HD95 = medpy `hd95` (both surfaces' distances pooled, 95th percentile) when both are non-empty, 0 when both are
   empty, 224 when exactly one is; IoU 1 when both are empty; sensitivity = medpy `recall`; mean over images.
 * more classes (argmax), per image and class (background included in the bookkeeping): a class absent from both
