@@ -19,6 +19,7 @@ REQUIRED = [
     "large_files.yml",
     "configs/metadata.json",
     "configs/train.json",
+    "configs/train_paper.json",
     "configs/evaluate.json",
     "configs/inference.json",
     "configs/inference_onnx.json",
@@ -62,7 +63,11 @@ def test_one_bundle_per_task_with_the_right_suffix():
         assert name.endswith("_" + task.task_type)  # MONAI Label takes the task type from the folder name
         for rel in REQUIRED:
             assert (BUNDLES / name / rel).is_file(), f"{name}/{rel}"
-        assert set(bundle_files(task)) == set(REQUIRED)
+        paper_inference = ["configs/inference_paper.json"] if task.task_type == "segmentation" else []
+        for rel in paper_inference:
+            assert (BUNDLES / name / rel).is_file(), f"{name}/{rel}"
+        assert set(bundle_files(task)) == set(REQUIRED + paper_inference)
+        assert "## The `paper` preset" in (BUNDLES / name / "docs" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -86,6 +86,7 @@ def test_segmenter_uses_blocks_4_6_8_12():
         lambda: TinyUSFM(num_classes=3, img_size=64),
         lambda: USFM(img_size=64),
         lambda: ViTSegmenter("tinyusfm", num_classes=2, img_size=64),
+        lambda: ViTSegmenter("tinyusfm", num_classes=2, img_size=64, decoder="official"),
     ],
 )
 def test_torchscript_matches_eager(make):

@@ -291,3 +291,25 @@ def test_split_module_has_no_hidden_randomness():
     a = splits_module.grouped_split(items, 5, (0.7, 0.1, 0.2), SPLITS)
     b = splits_module.grouped_split(list(reversed(items)), 5, (0.7, 0.1, 0.2), SPLITS)
     assert a == b
+
+
+def test_maintainer_reading_rule_and_a_users_split_list(tmp_path):
+    """`split_rule="maintainer-reading"`: the labelled 7:1:2 seed-1234 reading; `split_file`: the user's lists win."""
+    root = build_aul(tmp_path / "raw", per_class=20)["root"]
+    _prepare("aul", root, tmp_path / "m", tmp_path, split_rule="maintainer-reading")
+    report = _report(tmp_path / "m", "aul_classification")
+    assert "not the paper's split" in report["split_rule"] and "maintainer_reading_split" in report["split_rule"]
+    assert [report["classes"][s]["benign"] for s in SPLITS] == [14, 2, 4]
+    ours = _split_of(tmp_path / "m", "aul_classification")
+    assert _split_of(tmp_path / "m", "aul_classification") != _split_of(
+        (_prepare("aul", root, tmp_path / "o", tmp_path), tmp_path / "o")[1], "aul_classification"
+    )
+    ids = sorted(ours)
+    lists = {"training": ids[:40], "validation": ids[40:50], "test": ids[50:]}
+    user = tmp_path / "my_split.json"
+    user.write_text(json.dumps(lists))
+    _prepare("aul", root, tmp_path / "u", tmp_path, split_file=str(user))
+    got = _split_of(tmp_path / "u", "aul_classification")
+    assert {s: sorted(i for i, v in got.items() if v == s) for s in SPLITS} == lists
+    with pytest.raises(ValueError, match="split_rule"):
+        _prepare("aul", root, tmp_path / "x", tmp_path, split_rule="paper")

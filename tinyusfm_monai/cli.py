@@ -78,9 +78,11 @@ class CLI:
 
     profile = _lazy("tinyusfm_monai.networks.profile:profile")
     prepare = _lazy("tinyusfm_monai.data.prepare:prepare")
+    prepare_official = _lazy("tinyusfm_monai.data.official_layout:prepare_official")
     phantom = _lazy("tinyusfm_monai.data.phantom:phantom_cli")
     demo = _lazy("tinyusfm_monai.demo:main")
     leaderboard = _lazy("tinyusfm_monai.evaluation.leaderboard:leaderboard")
+    reproduce = _lazy("tinyusfm_monai.bundle.reproduce:reproduce")
     export = _lazy("tinyusfm_monai.deploy.export:export", one_line_errors=True)
     dicom = _Dicom
     bundles = _Bundles

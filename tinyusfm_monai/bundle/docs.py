@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tinyusfm_monai.data.registry import DATASETS, Dataset, Task
 
-from .configs import BUNDLE_VERSION, DEFAULTS
+from .configs import BUNDLE_VERSION, DEFAULTS, paper_differences
 from .recipes import recipe_for
 
 # The official weights, as linked from the official READMEs (MacDunno/TinyUSFM and openmedlab/USFM; the USFM link is
@@ -66,6 +66,62 @@ def _labels_table(task: Task) -> str:
     return f"{head}\n|---|---|\n{rows}"
 
 
+def paper_section(task: Task) -> str:
+    """The README section on the `paper` preset: how to run it, its quirks, and the generated difference table."""
+    b = f"bundles/{task.name}"
+    seg = task.task_type == "segmentation"
+    rows = "\n".join(f"| {item} | {ours} | {paper} |" for item, ours, paper in paper_differences(task))
+    evaluate = f"'{b}/configs/train.json','{b}/configs/train_paper.json','{b}/configs/evaluate.json'"
+    infer = (
+        f"Inference with paper-preset weights: `--config_file \"['{b}/configs/inference.json',"
+        f"'{b}/configs/inference_paper.json']\"` (the official network and output rule)."
+        if seg
+        else "Inference needs no overlay: the paper preset's network is the default one (drop path only acts in "
+        "training)."
+    )
+    quirks = [
+        "*double warm-up*: the hand-set warm-up of epochs 0-4 is followed by a scheduler that warms up again "
+        "(epochs 6 and 7 train at 0.6 and 0.8 of the LR)",
+        "*layer decay off*: the official scripts build layer-decay groups, but every group trains at one LR",
+        "*worker reseeding*: data-loader workers are reseeded to 42 + id at every epoch",
+        "*fp32*: no mixed precision",
+    ]
+    if seg:
+        quirks.insert(
+            2,
+            "*train-mode validation pass*: before each evaluation a validation-loss pass runs with the network in "
+            "train mode (BatchNorm statistics move with the validation images, dropout and drop path draw)",
+        )
+    quirk_text = "\n".join(f"* {q}" for q in quirks)
+    return f"""## The `paper` preset (the official fine-tuning protocol)
+
+`configs/train_paper.json` overlays `train.json` with the behaviour of the official TinyUSFM fine-tuning script
+(`{"train_seg.py" if seg else "train_cls.py"}` of the MacDunno/TinyUSFM repository), quirks included:
+
+{quirk_text}
+
+Not draw for draw: the augmentations have the official parameters and order but MONAI's random generators (the
+official code draws from torchvision, numpy and `random`), so a run from the same seed sees other augmented images.
+The step-by-step comparison with the official code (same initial weights, same batches) is
+`tests/test_official_parity.py`.
+
+```bash
+python -m monai.bundle run --config_file "['{b}/configs/train.json','{b}/configs/train_paper.json']" \\
+    --dataset_dir DATA/{task.name} --pretrained models/pretrained/TinyUSFM.pth
+python -m monai.bundle run --config_file "[{evaluate}]" --dataset_dir DATA/{task.name}
+```
+
+The test report (`eval/metrics.json`) gives ours and, {"under `official`, the official rules" if seg else "the metrics of the official evaluation (AUC: NaN where the official code writes 0.0 for a split missing a class)"}.
+{infer} The preset runs on one device (the official scripts do; `multi_gpu_train.json` is for our defaults).
+
+Differences between our defaults and the paper preset (generated from the configs):
+
+| item | our default | paper preset (official scripts) |
+|---|---|---|
+{rows}
+"""
+
+
 def bundle_readme(task: Task) -> str:
     ds = DATASETS[task.dataset]
     recipe = recipe_for(task)
@@ -112,8 +168,9 @@ The USFM (ViT-B/16) backbone is one override away: `--backbone usfm`.
 | model selection | best validation {recipe.metric_name} → `models/model.pt` |
 | resume | `models/last.pt` after every epoch (model, optimiser, scheduler, epoch, RNG, best score) |
 
-Layer-wise decay and weight decay are our choices (the official classification code sets layer decay
-0.8 but its parameter names bypass it; the official weight decay is 0).
+These are our defaults. The `paper` preset below reproduces the official fine-tuning scripts instead.
+
+{paper_section(task)}
 
 ## Performance
 

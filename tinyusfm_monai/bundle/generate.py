@@ -63,11 +63,17 @@ def bundle_files(task: Task) -> dict[str, str]:
     return {
         "configs/metadata.json": _json(configs.metadata(task, VERSIONS)),
         "configs/train.json": _json(configs.train_config(task)),
+        "configs/train_paper.json": _json(configs.train_paper_config(task)),
         "configs/evaluate.json": _json(configs.evaluate_config(task)),
         "configs/inference.json": _json(configs.inference_config(task)),
         "configs/inference_onnx.json": _json(configs.inference_onnx_config(task)),
         "configs/inference_openvino.json": _json(configs.inference_openvino_config(task)),
         "configs/multi_gpu_train.json": _json(configs.multi_gpu_config(task)),
+        **(
+            {"configs/inference_paper.json": _json(configs.inference_paper_config(task))}
+            if task.task_type == "segmentation"
+            else {}
+        ),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": docs.bundle_readme(task),
         "docs/data_license.txt": docs.data_license(DATASETS[task.dataset]),

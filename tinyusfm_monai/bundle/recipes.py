@@ -14,8 +14,9 @@ from typing import Any
 
 from tinyusfm_monai.data.registry import Task
 
-# Official fine-tuning recipe (TinyUSFM repo): rotation ±30°.
+# ±30° rotation, as in the official fine-tuning scripts (both presets).
 ROTATION_RADIANS = round(math.pi / 6, 6)
+PAPER = "tinyusfm_monai.handlers.paper"
 FROM_ENGINE = "$monai.handlers.from_engine(['pred', 'label'])"
 
 
@@ -32,7 +33,9 @@ class TaskRecipe(ABC):
     output_name: str  # in the docs
     head_name: str  # in the docs
     labels_header: str  # first column of the docs' label table
-    rotation_prob: float  # probability of the ±30° rotation (official: always for classification)
+    rotation_prob: float  # probability of the ±30° rotation in our defaults
+    paper_max_epochs: int  # the official script's --num_epochs
+    paper_drop_path: float  # the official model's drop path rate
 
     @abstractmethod
     def network_def(self, task: Task) -> dict[str, Any]: ...
@@ -62,8 +65,31 @@ class TaskRecipe(ABC):
     @abstractmethod
     def describe(self, task: Task) -> str: ...
 
+    # ---- the `paper` preset: the official scripts' behaviour (configs/train_paper.json) ----
+
+    @abstractmethod
+    def paper_network_overrides(self, task: Task) -> dict[str, Any]:
+        """`network_def#...` keys that turn our network into the official one."""
+
+    @abstractmethod
+    def paper_loss(self, task: Task) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def paper_augmentations(self, task: Task) -> list[dict[str, Any]]:
+        """The official training augmentations, in the official order."""
+
+    def paper_key_metric(self, name: str, task: Task) -> dict[str, Any]:
+        return self.key_metric(name)
+
+    def paper_val_postprocessing(self, task: Task) -> list[dict[str, Any]]:
+        return self.val_postprocessing(task)
+
+    def paper_rows(self, task: Task) -> list[tuple[str, str, str]]:
+        """Difference-table rows specific to the task type: (item, our default, the paper preset)."""
+        return []
+
     def augmentations(self, task: Task) -> list[dict[str, Any]]:
-        """The official augmentations: flips (where valid for the task), rotation ±30°, then the type's extras."""
+        """Our default augmentations: flips (where valid for the task), rotation ±30°, then the type's extras."""
         aug: list[dict[str, Any]] = []
         if task.flip_augment:
             aug += [{"_target_": "RandFlipd", "keys": self.keys, "prob": 0.5, "spatial_axis": axis} for axis in (1, 0)]
@@ -96,6 +122,8 @@ class ClassificationRecipe(TaskRecipe):
     head_name = "mean-pooled patch tokens → `fc_norm` → linear head"
     labels_header = "| index | class |"
     rotation_prob = 1.0
+    paper_max_epochs = 400
+    paper_drop_path = 0.0
 
     def network_def(self, task: Task) -> dict[str, Any]:
         return {
@@ -108,6 +136,36 @@ class ClassificationRecipe(TaskRecipe):
 
     def loss(self) -> dict[str, Any]:
         return {"_target_": "torch.nn.CrossEntropyLoss"}
+
+    def paper_network_overrides(self, task: Task) -> dict[str, Any]:
+        return {"network_def#drop_path_rate": self.paper_drop_path}
+
+    def paper_loss(self, task: Task) -> dict[str, Any]:
+        return self.loss()
+
+    def paper_augmentations(self, task: Task) -> list[dict[str, Any]]:
+        """On the original-size image (the resize comes after): h-flip 0.5, v-flip 0.5, rotation ±30° always with
+        nearest interpolation (torchvision `RandomRotation`'s default)."""
+        flips = [{"_target_": "RandFlipd", "keys": self.keys, "prob": 0.5, "spatial_axis": axis} for axis in (1, 0)]
+        rotate = {
+            "_target_": "RandRotated",
+            "keys": self.keys,
+            "range_x": ROTATION_RADIANS,
+            "prob": 1.0,
+            "mode": "nearest",
+            "padding_mode": "zeros",
+            "keep_size": True,
+        }
+        return flips + [rotate]
+
+    def paper_rows(self, task: Task) -> list[tuple[str, str, str]]:
+        return [
+            (
+                "augmentation",
+                "resize first; flips 0.5 each, rotation ±30° always (bilinear)",
+                "on the original-size image: h-flip 0.5, v-flip 0.5, rotation ±30° always (nearest), then resize",
+            )
+        ]
 
     def key_metric(self, name: str) -> dict[str, Any]:
         return {name: {"_target_": "ignite.metrics.Accuracy", "output_transform": FROM_ENGINE}}
@@ -161,6 +219,8 @@ class SegmentationRecipe(TaskRecipe):
     head_name = "a ViT → multi-scale pyramid (blocks 4/6/8/12) → FPN decoder"
     labels_header = "| value | label |"
     rotation_prob = 0.5
+    paper_max_epochs = 1000
+    paper_drop_path = 0.1
 
     def network_def(self, task: Task) -> dict[str, Any]:
         return {
@@ -173,6 +233,113 @@ class SegmentationRecipe(TaskRecipe):
 
     def loss(self) -> dict[str, Any]:
         return {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True, "include_background": False}
+
+    def paper_network_overrides(self, task: Task) -> dict[str, Any]:
+        return {
+            "network_def#drop_path_rate": self.paper_drop_path,
+            "network_def#decoder": "official",
+        }
+
+    def paper_loss(self, task: Task) -> dict[str, Any]:
+        return {"_target_": f"{PAPER}.PaperSegLoss", "num_classes": task.num_classes}
+
+    def paper_augmentations(self, task: Task) -> list[dict[str, Any]]:
+        """After the resize, on 0-255 values, in the official order: flips (lesion tasks only), rotation ±30°
+        (p 0.5, nearest), gamma (p 0.5), scale 1-1.3 then random crop (p 0.5), contrast jitter (p 0.5)."""
+        aug: list[dict[str, Any]] = []
+        if task.flip_augment:
+            aug += [{"_target_": "RandFlipd", "keys": self.keys, "prob": 0.5, "spatial_axis": axis} for axis in (1, 0)]
+        aug.append(
+            {
+                "_target_": "RandRotated",
+                "keys": self.keys,
+                "range_x": ROTATION_RADIANS,
+                "prob": 0.5,
+                "mode": "nearest",
+                "padding_mode": "zeros",
+                "keep_size": True,
+            }
+        )
+        return aug + [
+            {"_target_": "tinyusfm_monai.transforms.paper.RandGammaUint8d", "keys": "image", "prob": 0.5},
+            {
+                "_target_": "tinyusfm_monai.transforms.paper.RandScaleCropd",
+                "keys": self.keys,
+                "prob": 0.5,
+                "scale": [1.0, 1.3],
+                "mode": self.interpolation,
+            },
+            {"_target_": "tinyusfm_monai.transforms.paper.RandContrastJitterd", "keys": "image", "prob": 0.5},
+        ]
+
+    def paper_key_metric(self, name: str, task: Task) -> dict[str, Any]:
+        return {
+            name: {
+                "_target_": "tinyusfm_monai.evaluation.reports.OfficialDice",
+                "num_classes": task.num_classes,
+                "output_transform": FROM_ENGINE,
+            }
+        }
+
+    def paper_val_postprocessing(self, task: Task) -> list[dict[str, Any]]:
+        if task.num_classes == 2:
+            return [
+                {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+                {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+            ]
+        return [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]
+
+    def paper_infer_postprocessing(self, task: Task) -> list[dict[str, Any]]:
+        """Binary: sigmoid, back to the original size, > 0.5 (the official rule); more classes: as ours."""
+        ours = self.infer_postprocessing(task)
+        if task.num_classes != 2:
+            return ours
+        return [
+            {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+            ours[1],  # Invertd
+            {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+            *ours[3:],  # cast, save
+        ]
+
+    def paper_rows(self, task: Task) -> list[tuple[str, str, str]]:
+        binary = task.num_classes == 2
+        return [
+            (
+                "decoder",
+                "ours: transposed conv / max-pool pyramid, MONAI FPN (nearest, no BN): 7.21 M parameters",
+                "official: 1×1 conv 192→48 + bilinear ×4/×2/×1/×0.5, FPN 128 ch (conv+BN+ReLU, bilinear), "
+                "Dropout2d 0.1: 6.18 M parameters (`decoder='official'`)",
+            ),
+            (
+                "loss / output",
+                "Dice + cross-entropy, softmax over " + str(task.num_classes) + " channels",
+                "1 channel, BCE-with-logits, sigmoid > 0.5" if binary else "cross-entropy, argmax",
+            ),
+            (
+                "augmentation",
+                self.augmentation_text(task) + " (zoom crops the centre; gamma on the min-max range; contrast "
+                "unclipped)",
+                ("flips (h/v) p 0.5, " if task.flip_augment else "")
+                + "rotation ±30° p 0.5 (nearest), gamma 0.5-1.9 on 0-255 values p 0.5, scale 1-1.3 then random "
+                "crop p 0.5, contrast 0.5-2 clipped p 0.5, in this order, after the resize",
+            ),
+            (
+                "model selection",
+                "MONAI mean Dice (both-empty images: Dice 1)",
+                "per-image Dice by the official rules"
+                + (" (both empty: Dice 0, medpy)" if binary else " (class absent from both: Dice 1)"),
+            ),
+            (
+                "HD95 with empty masks",
+                "both empty: 0; one empty: the image side",
+                "one empty: 224; " + ("both empty: 0" if binary else "class absent from both: NaN, skipped"),
+            ),
+            (
+                "validation pass",
+                "eval mode",
+                "a loss pass in TRAIN mode first (BatchNorm statistics move, dropout on), then the evaluation",
+            ),
+        ]
 
     def extra_augmentations(self) -> list[dict[str, Any]]:
         return [

@@ -32,11 +32,13 @@ from tinyusfm_monai.data.splits import (
     SPLITS,
     Item,
     assign_splits,
+    maintainer_reading_split,
     read_split_file,
     split_file_path,
     write_split_file,
 )
 
+SPLIT_RULES = ("ours", "maintainer-reading")
 DEFAULT_SEED = 20251022  # fixed once for the project; changing it changes every computed split
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _OUR_FILES = ("datalist.json", "conversion_report.json")
@@ -57,6 +59,8 @@ def prepare(
     write_splits: bool = False,
     splits_dir: str | None = None,
     progress: bool = True,
+    split_file: str | None = None,
+    split_rule: str = "ours",
 ) -> dict:
     """Convert one dataset into the canonical layout of each of its registry tasks.
 
@@ -69,6 +73,11 @@ def prepare(
         write_splits: write the splits used to `<splits_dir>/<dataset>/splits/<task>.json`.
         splits_dir: where committed split files live; default `datasets/` of the source checkout.
         progress: show a progress bar.
+        split_file: your own split lists (JSON with "training", "validation", "test" lists of sample ids, the
+            format `write_split_file` writes); it wins over every rule, as a committed split file does.
+        split_rule: where neither a split list nor the publisher gives a split: "ours" (the hash rule above) or
+            "maintainer-reading" (`splits.maintainer_reading_split`: our reading of the TinyUSFM maintainer's
+            "stratified random split of 7:1:2, seed 1234"; labelled as such in the report, never the paper's split).
 
     Returns:
         per task: number converted, per split, number of issues.
@@ -94,7 +103,14 @@ def prepare(
 
     reports = {t.name: TaskReport(task=t.name, dataset=ds.key, found=len(samples)) for t in tasks}
     valid = _screen_samples(samples, reports)
-    assignments = _choose_splits(ds.key, tasks, valid, seed, reports, split_root, write_splits, overwrite)
+    if split_rule not in SPLIT_RULES:
+        raise ValueError(f"split_rule must be one of {SPLIT_RULES}, got {split_rule!r}")
+    user_split = Path(split_file).expanduser().resolve() if split_file else None
+    if user_split is not None and not user_split.is_file():
+        raise FileNotFoundError(f"split list {user_split} does not exist")
+    assignments = _choose_splits(
+        ds.key, tasks, valid, seed, reports, split_root, write_splits, overwrite, user_split, split_rule
+    )
     fingerprints = _convert(valid, tasks, assignments, reports, out_dir, progress)
 
     for task in tasks:
@@ -157,8 +173,11 @@ def _choose_splits(
     split_root: Path | None,
     write_splits: bool,
     overwrite: bool,
+    user_split: Path | None = None,
+    split_rule: str = "ours",
 ) -> dict[str, dict[str, str]]:
-    """Per task: id -> split. A committed split file wins over the rule, so every user gets the same split."""
+    """Per task: id -> split. The user's split list, then a committed split file win over the rule, so every user
+    gets the same split."""
     classification = next((t for t in tasks if t.task_type == "classification"), None)
     has_official = any(s.split for s in samples)
     items = []
@@ -169,13 +188,18 @@ def _choose_splits(
             continue
         stratum = s.label if classification and s.label in classification.labels else None
         items.append(Item(id=s.id, group=s.patient or s.id, stratum=stratum, official=s.split))
-    computed, rule = assign_splits(items, seed)
+    if split_rule == "maintainer-reading" and not has_official:
+        computed, rule = maintainer_reading_split(items)
+    else:
+        computed, rule = assign_splits(items, seed)
 
     result: dict[str, dict[str, str]] = {}
     for task in tasks:
         report = reports[task.name]
         path = split_file_path(split_root, key, task.name) if split_root else None
-        if path is not None and path.exists() and not (write_splits and overwrite):
+        if user_split is not None:
+            path = user_split
+        if path is not None and path.exists() and (user_split is not None or not (write_splits and overwrite)):
             committed, report.split_rule = read_split_file(path)
             in_data = set(computed)
             report.split_file = {

@@ -96,6 +96,44 @@ def assign_splits(items: list[Item], seed: int, fractions: tuple[float, ...] = D
     return assignment, rule
 
 
+# ---- a reading of the TinyUSFM maintainer's sentence -----------------------------------------------------
+
+MAINTAINER_SEED = 1234
+MAINTAINER_RULE = (
+    "OUR reading of the TinyUSFM maintainer's sentence (official repository, issue #1: a stratified random split of "
+    "7:1:2 with random seed 1234), made by `maintainer_reading_split` (numpy RandomState(1234) permutation per class, "
+    "largest-remainder cut; our code, no scikit-learn). The function the maintainer used is unknown: this is not the "
+    "paper's split"
+)
+
+
+def maintainer_reading_split(
+    items: list[Item], seed: int = MAINTAINER_SEED, fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+) -> tuple[dict[str, str], str]:
+    """id -> split by a stratified random 7:1:2 split of images with seed 1234, and the sentence saying what it is.
+
+    Per class (items sorted by id first, so the input order does not matter): a `numpy.random.RandomState(seed)`
+    permutation (one generator, classes in sorted order), cut 70/10/20 by largest remainder. Images, not patients:
+    the maintainer's sentence names no grouping. Offered for users who want to follow that sentence; it is ours.
+    """
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for it in sorted(items, key=lambda i: i.id):
+        by_class[it.stratum or ""].append(it.id)
+    out: dict[str, str] = {}
+    for stratum in sorted(by_class):
+        ids = by_class[stratum]
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        start = 0
+        for name, count in zip(SPLITS, _cut(len(ids), fractions)):
+            for sample_id in order[start : start + count]:
+                out[sample_id] = name
+            start += count
+    return out, MAINTAINER_RULE
+
+
 # ---- committed split files --------------------------------------------------------------------------
 
 

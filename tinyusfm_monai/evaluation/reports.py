@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Metric
 
 from tinyusfm_monai.transforms.pipelines import IMAGENET_MEAN, IMAGENET_STD
 from tinyusfm_monai.utils.csvsafe import safe_record
 
-from .metrics import SegmentationScorer, classification_metrics, confusion_matrix
+from .metrics import OfficialSegmentationScores, SegmentationScorer, classification_metrics, confusion_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class SegmentationReport:
         self.num_overlays = num_overlays
         self.pred_key, self.label_key = pred_key, label_key
         self.scorer = SegmentationScorer(len(self.label_names))
+        self.official = OfficialSegmentationScores(len(self.label_names))
         self.metrics: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
@@ -129,6 +131,7 @@ class SegmentationReport:
         self.best: list[tuple[float, int, tuple]] = []  # min-heap of (dice, i, case)
         self.worst: list[tuple[float, int, tuple]] = []  # min-heap of (-dice, i, case)
         self.empty_references = 0
+        self.official.reset()
 
     @staticmethod
     def _as_map(x: Any) -> np.ndarray:
@@ -141,6 +144,7 @@ class SegmentationReport:
         for item in engine.state.output:
             pred, label = self._as_map(item[self.pred_key]), self._as_map(item[self.label_key])
             s = self.scorer(pred, label)
+            self.official.add(pred, label)
             self.empty_references += int(not label.any())
             for k, v in s.items():
                 self.scores.setdefault(k, []).append(v)
@@ -169,6 +173,8 @@ class SegmentationReport:
             summary[metric] = float(np.nanmean(arr))
         summary["empty_reference_images"] = self.empty_references
         summary["per_class"] = per_class
+        # the official TinyUSFM evaluation's rules and aggregation (evaluation/metrics.py), beside ours
+        summary["official"] = self.official.aggregate()
         self.metrics = summary
         _write_json(self.output_dir / "metrics.json", summary)
         flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
@@ -186,3 +192,28 @@ class SegmentationReport:
 
 def _fmt(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+class OfficialDice(Metric):
+    """Validation key metric of the `paper` preset: mean Dice by the official rules (`OfficialSegmentationScores`),
+    so the best checkpoint is chosen as the official script chooses it.
+
+    Args:
+        num_classes: classes, background included.
+        output_transform: engine output → (preds, labels), per-item label maps.
+    """
+
+    def __init__(self, num_classes: int, output_transform: Any = lambda x: x) -> None:
+        self.scores = OfficialSegmentationScores(num_classes)
+        super().__init__(output_transform=output_transform)
+
+    def reset(self) -> None:
+        self.scores.reset()
+
+    def update(self, output: Any) -> None:
+        preds, labels = output
+        for p, y in zip(preds, labels):
+            self.scores.add(SegmentationReport._as_map(p), SegmentationReport._as_map(y))
+
+    def compute(self) -> float:
+        return self.scores.aggregate()["Dice"]

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 KNOWN_PREFIXES = ("module.model.", "module.", "model.")
 WRAPPER_KEYS = ("model", "state_dict", "module")
+# Keys only a whole official segmentation model (`SegmentationModel` of the official repository) has.
+OFFICIAL_SEGMENTATION_MARKERS = ("decode_head.", "neck.projections.")
+# The official segmenter's backbone is timm's ViT without global pooling: its final norm is `norm`, ours `fc_norm`
+# (unused by both segmentation forwards; kept so the state dicts correspond one to one).
+OFFICIAL_SEGMENTATION_RENAMES = (("backbone.norm.", "backbone.fc_norm."),)
 # Parts of a model that a backbone checkpoint may legitimately lack: they are task-specific.
 TASK_SPECIFIC_PREFIXES = ("head.",)
 # Pretraining-only parts of a checkpoint that a backbone has no use for.
@@ -194,18 +199,72 @@ def _model_name(model: VisionTransformer) -> str:
     return type(model).__name__
 
 
+def is_official_segmentation(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict is a whole official segmentation model (backbone, neck and decode head)."""
+    return any(k.split("module.", 1)[-1].startswith(OFFICIAL_SEGMENTATION_MARKERS) for k in state)
+
+
+def convert_official_segmentation(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official segmentation state dict → `ViTSegmenter(decoder="official")` names.
+
+    The official model and ours share every module name but one: the backbone's unused final norm (`norm` there,
+    `fc_norm` here). A `module.` prefix (DataParallel) is removed. Nothing is dropped: the caller loads strictly.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        for old, new in OFFICIAL_SEGMENTATION_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+        out[key] = value
+    return out
+
+
+def _load_official_segmentation(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> LoadReport:
+    """A whole official fine-tuned segmentation model into `ViTSegmenter(decoder="official")`, strictly."""
+    if getattr(model, "decoder", None) != "official":
+        raise CheckpointError(
+            f"{path}: a whole official segmentation model (backbone, neck, decode head); load it into "
+            f"ViTSegmenter(decoder='official') (the model is {type(model).__name__} with decoder "
+            f"{getattr(model, 'decoder', None)!r})"
+        )
+    converted = convert_official_segmentation(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in converted]
+    unexpected = [k for k in converted if k not in own]
+    wrong = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in converted.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path}: does not match the official segmenter strictly: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, shape {wrong[:3]} (the number of classes decides the classifier)"
+        )
+    model.load_state_dict(converted, strict=True)
+    report = LoadReport(str(path), loaded=sorted(converted))
+    logger.info("%s (whole official segmentation model, strict)", report)
+    return report
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     """Load an official (or our exported) TinyUSFM/USFM checkpoint into `model`.
 
     `model` is a backbone or any network with a `.backbone` (e.g. `ViTSegmenter`). Shapes are strict;
     known prefixes, a missing or different-sized head and pretraining-only keys are tolerated and
     reported; position embeddings and relative-position tables are interpolated for other input
-    sizes. Raises `CheckpointError` naming the file and the mismatch.
+    sizes. A whole official fine-tuned segmentation model (its `decode_head`/`neck` keys tell) is loaded
+    into `ViTSegmenter(decoder="official")` strictly, every tensor, through `convert_official_segmentation`.
+    Raises `CheckpointError` naming the file and the mismatch.
     """
     path = Path(path)
+    raw = read_state_dict(path)
+    if is_official_segmentation(raw):
+        return _load_official_segmentation(model, raw, path)
     target = _target_backbone(model)
     own = target.state_dict()
-    state = strip_prefix(read_state_dict(path), set(own))
+    state = strip_prefix(raw, set(own))
     report = LoadReport(str(path))
     to_load: dict[str, torch.Tensor] = {}
     for key, value in state.items():

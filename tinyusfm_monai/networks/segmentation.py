@@ -1,8 +1,17 @@
-"""ViT → multi-scale pyramid → FPN decoder, the official TinyUSFM segmentation design (SPEC §3).
+"""ViT → multi-scale pyramid → FPN decoder, in two variants: ours (the default) and the official one.
 
-A plain ViT has one 1/16-scale feature map. Taking tokens after blocks 4/6/8/12 and rescaling
-them ×4/×2/×1/×0.5 (transposed convolutions up, max-pooling down) gives the 1/4…1/32 pyramid an
-FPN expects, so the same decoder serves the 192-wide student and the 768-wide teacher.
+A plain ViT has one 1/16-scale feature map. Taking tokens after blocks 4/6/8/12 and rescaling them ×4/×2/×1/×0.5
+gives the 1/4…1/32 pyramid an FPN expects. The two decoders differ in how:
+
+* `decoder="ours"`: transposed convolutions up, max-pooling down, then a 1×1 projection, MONAI's
+  `FeaturePyramidNetwork` (nearest upsampling, no normalisation) and conv+BN+ReLU scale heads: 7.21 M parameters
+  with TinyUSFM. Our design; the widths scale with the backbone, so it also serves the 768-wide teacher.
+* `decoder="official"`: the decoder of the official TinyUSFM segmentation model (`SegmentationModel` in the
+  MacDunno/TinyUSFM repository): a 1×1 convolution 192→48 per level followed by bilinear rescaling, an FPN of
+  128 channels whose lateral and output convolutions are conv+BN+ReLU with bilinear top-down upsampling, the four
+  levels summed after bilinear upsampling, Dropout2d 0.1 and a 1×1 classifier with ONE output channel for a binary
+  task (sigmoid) and `num_classes` otherwise: 6.18 M parameters with TinyUSFM. Module names follow the official
+  model, so its fine-tuned state dicts load strictly (`networks.checkpoint.load_pretrained`).
 """
 
 from __future__ import annotations
@@ -19,6 +28,86 @@ from .models import build_backbone
 from .vit import VisionTransformer
 
 DEFAULT_OUT_INDICES = (3, 5, 7, 11)  # blocks 4, 6, 8, 12
+DECODERS = ("ours", "official")
+OFFICIAL_RESCALES = (4.0, 2.0, 1.0, 0.5)
+
+
+def official_out_channels(num_classes: int) -> int:
+    """Output channels of the official decoder: 1 (sigmoid, BCE) for a binary task, else one per class."""
+    return 1 if num_classes == 2 else num_classes
+
+
+class OfficialNeck(nn.Module):
+    """1×1 projection of each level to `embed_dim * scale_factor` channels, then bilinear rescaling ×4/×2/×1/×0.5
+    (the official `Feature2Pyramid_Scale`; names match its state dict: `projections.{i}`).
+
+    Args:
+        embed_dim: backbone width.
+        rescales: scale factor of each level.
+        scale_factor: projected width as a fraction of `embed_dim` (0.25: 192 → 48).
+    """
+
+    def __init__(
+        self, embed_dim: int = 192, rescales: Sequence[float] = OFFICIAL_RESCALES, scale_factor: float = 0.25
+    ) -> None:
+        super().__init__()
+        self.rescales = [float(r) for r in rescales]
+        out = int(embed_dim * scale_factor)
+        self.projections = nn.ModuleList([nn.Conv2d(embed_dim, out, kernel_size=1) for _ in self.rescales])
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        outs: list[torch.Tensor] = []
+        for i, proj in enumerate(self.projections):
+            y = proj(feats[i])
+            rescale = self.rescales[i]
+            if rescale != 1.0:
+                y = F.interpolate(y, scale_factor=rescale, mode="bilinear", align_corners=False)
+            outs.append(y)
+        return outs
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel_size: int) -> nn.Sequential:
+    """Conv (with bias, as the official head) + BN + ReLU; names `0`, `1`, `2` as in the official state dict."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class OfficialFPNHead(nn.Module):
+    """The official FPN decode head: lateral conv+BN+ReLU, bilinear top-down sum, 3×3 conv+BN+ReLU per level,
+    bilinear upsampling of every level to the finest and sum, Dropout2d, 1×1 classifier (`conv_seg`).
+
+    Args:
+        in_channels: width of each input level.
+        channels: FPN width.
+        out_channels: classifier outputs (see `official_out_channels`).
+        dropout: Dropout2d probability before the classifier (0 = none).
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int] = (48, 48, 48, 48), channels: int = 128, out_channels: int = 1,
+        dropout: float = 0.1,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.lateral_convs = nn.ModuleList([_conv_bn_relu(c, channels, 1) for c in in_channels])
+        self.fpn_convs = nn.ModuleList([_conv_bn_relu(channels, channels, 3) for _ in in_channels])
+        self.conv_seg = nn.Conv2d(channels, out_channels, kernel_size=1)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        laterals: list[torch.Tensor] = []
+        for i, conv in enumerate(self.lateral_convs):
+            laterals.append(conv(feats[i]))
+        for i in range(len(laterals) - 1, 0, -1):
+            up = F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="bilinear", align_corners=False)
+            laterals[i - 1] = laterals[i - 1] + up
+        outs: list[torch.Tensor] = []
+        for i, conv in enumerate(self.fpn_convs):
+            outs.append(conv(laterals[i]))
+        fused = outs[0]
+        for i in range(1, len(outs)):
+            fused = fused + F.interpolate(outs[i], size=fused.shape[2:], mode="bilinear", align_corners=False)
+        return self.conv_seg(self.dropout(fused))
 
 
 class FeatureToPyramid(nn.Module):
@@ -49,14 +138,20 @@ class ConvBNReLU(nn.Sequential):
 
 
 class ViTSegmenter(nn.Module):
-    """Segmentation network returning logits (B, num_classes, H, W) at the input size.
+    """Segmentation network returning logits (B, C, H, W) at the input size.
+
+    C is `num_classes` with `decoder="ours"`; with `decoder="official"` it is 1 for a binary task (the official
+    model's sigmoid output) and `num_classes` otherwise (`official_out_channels`).
 
     Args:
         backbone: "tinyusfm" or "usfm" (or a built `VisionTransformer`).
-        num_classes: output channels, background included.
+        num_classes: classes, background included.
         neck_channels: width of each pyramid level after a 1×1 projection; default embed_dim // 4
-            (48 for TinyUSFM, as the official head; 192 for USFM).
-        fpn_channels: FPN width; default 128 for TinyUSFM, 256 for USFM (widths scale with the backbone).
+            (48 for TinyUSFM, the official decoder's width; 192 for USFM).
+        fpn_channels: FPN width; default 128 for TinyUSFM (the official decoder's), 256 for USFM.
+        drop_path_rate: stochastic depth of the last block (linear from 0 over the blocks).
+        dropout: Dropout2d before the classifier.
+        decoder: "ours" (default) or "official" (see the module docstring).
     """
 
     def __init__(
@@ -70,10 +165,18 @@ class ViTSegmenter(nn.Module):
         fpn_channels: int | None = None,
         drop_path_rate: float = 0.1,
         dropout: float = 0.1,
+        decoder: str = "ours",
     ) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if isinstance(backbone, str):
-            backbone = build_backbone(backbone, img_size=img_size, in_chans=in_chans, drop_path_rate=drop_path_rate)
+            backbone = build_backbone(
+                backbone,
+                img_size=img_size,
+                in_chans=in_chans,
+                drop_path_rate=drop_path_rate,
+            )
         if len(out_indices) != 4:
             raise ValueError(f"the pyramid needs exactly four blocks, got out_indices={list(out_indices)}")
         self.backbone = backbone
@@ -83,9 +186,15 @@ class ViTSegmenter(nn.Module):
             backbone.fc_norm.requires_grad_(False)
         self.out_indices: list[int] = [int(i) for i in out_indices]
         self.num_classes = num_classes
+        self.decoder = decoder
         dim = backbone.embed_dim
         neck = neck_channels or dim // 4
         width = fpn_channels or (128 if dim <= 384 else 256)
+        self.out_channels = official_out_channels(num_classes) if decoder == "official" else num_classes
+        if decoder == "official":
+            self.neck = OfficialNeck(dim, OFFICIAL_RESCALES, neck / dim)
+            self.decode_head = OfficialFPNHead([neck] * 4, width, self.out_channels, dropout)
+            return
         self.pyramid = FeatureToPyramid(dim)
         self.neck = nn.ModuleList([nn.Conv2d(dim, neck, kernel_size=1) for _ in range(4)])
         self.fpn = FeaturePyramidNetwork(spatial_dims=2, in_channels_list=[neck] * 4, out_channels=width)
@@ -98,6 +207,9 @@ class ViTSegmenter(nn.Module):
         _, tokens, _ = self.backbone.forward_features(x, self.out_indices, [])
         gh, gw = self.backbone.grid_size
         maps = [t[:, 1:].transpose(1, 2).reshape(t.shape[0], -1, gh, gw) for t in tokens]
+        if hasattr(self, "decode_head"):  # the official decoder (a static test: TorchScript compiles one branch)
+            logits = self.decode_head(self.neck(maps))
+            return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         levels = self.pyramid(maps)
         inputs: dict[str, torch.Tensor] = OrderedDict()
         for i, neck in enumerate(self.neck):

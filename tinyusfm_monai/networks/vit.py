@@ -165,6 +165,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = Attention(dim, num_heads, qv_bias=qv_bias, window=window, attn_drop=attn_drop, proj_drop=drop)
+        # MONAI's DropPath draws as timm 0.5.4 (the official code's): a bernoulli_(keep) mask per sample, / keep
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
@@ -231,7 +232,17 @@ class VisionTransformer(nn.Module):
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
             [
-                Block(embed_dim, num_heads, mlp_ratio, qv_bias, window, init_values, drop_rate, attn_drop_rate, r)
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qv_bias,
+                    window,
+                    init_values,
+                    drop_rate,
+                    attn_drop_rate,
+                    r,
+                )
                 for r in rates
             ]
         )
