@@ -50,10 +50,10 @@ How the committed fixtures were produced (2026-12-04, about 10 minutes on 2 busy
   timm 0.5.4, MedPy 0.4.0; plus torch 2.14.1 and torchvision 0.29.1 (unpinned there; run on the CPU) and scipy
   1.17.1. The numpy pin matters: under numpy >= 2.3 medpy's `dc` of two empty masks is NaN instead of 0.
 * command:
-      python3 -m venv /work/ext/venv-official
-      /work/ext/venv-official/bin/pip install torch==2.14.1 torchvision==0.29.1
-      /work/ext/venv-official/bin/pip install -r /path/to/TinyUSFM-checkout/requirements.txt
-      /work/ext/venv-official/bin/python benchmarks/official_parity.py --official /path/to/TinyUSFM-checkout
+      python3 -m venv /path/to/venv-official
+      /path/to/venv-official/bin/pip install torch==2.14.1 torchvision==0.29.1
+      /path/to/venv-official/bin/pip install -r /path/to/TinyUSFM-checkout/requirements.txt
+      /path/to/venv-official/bin/python benchmarks/official_parity.py --official /path/to/TinyUSFM-checkout
   (`--only cls seg_binary seg_multiclass schedule metrics` picks parts; `--threads 1,2,3,4` the repeated runs.)
 
 The module can also be imported without the official code or its dependencies (numpy and torch only): the test
