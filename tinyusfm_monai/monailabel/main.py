@@ -134,3 +134,12 @@ class MyApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         return {SCORING_NAME: FeatureScoring(self.models, self.conf, self.studies)}
+
+    def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
+        """MONAI Label starts every scoring method in a subprocess after each /activelearning and /train request;
+        skip that background run when the feature index is already current (same weights, no new image)."""
+        scoring = self._scoring_methods.get(SCORING_NAME)
+        if not method and isinstance(scoring, FeatureScoring) and scoring.up_to_date(self.datastore()):
+            logger.info("active learning features up to date: background scoring skipped")
+            return {}
+        return super().async_scoring(method, params)

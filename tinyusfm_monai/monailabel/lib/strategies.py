@@ -1,12 +1,13 @@
 """MONAI Label wrappers of the active-learning selection (`activelearning.py`): strategies and the scoring pass.
 
 * `FeatureScoring` (`POST /scoring/tinyusfm_features`, and MONAI Label runs it in the background at start-up,
-  after every /train and after every /activelearning request): for each served bundle with weights, every
-  datastore image whose (content hash, weights fingerprint) row is missing goes once through the bundle's own
-  inference preprocessing and network (PyTorch: the pooled backbone feature is read from the network itself),
-  giving its feature, 16 x 16 thumbnail signature and the model's uncertainty. Then the selection index
-  (near-duplicate groups, hybrid clusters) is rebuilt and written atomically. Up to date means nothing to do: a
-  pass over an unchanged datastore only hashes new files (a (path, size, mtime) memo).
+  after every /train and after every /activelearning request; the app skips that background run when
+  `up_to_date` says there is nothing to do, since each run is a subprocess that loads the whole app): for each
+  served bundle with weights, every datastore image whose (content hash, weights fingerprint) row is missing goes
+  once through the bundle's own inference preprocessing and network (PyTorch: the pooled backbone feature is read
+  from the network itself), giving its feature, 16 x 16 thumbnail signature and the model's uncertainty. Then the
+  selection index (near-duplicate groups, hybrid clusters) is rebuilt and written atomically. A pass over an
+  unchanged datastore only hashes new files (a (path, size, mtime) memo).
 * `ActiveLearningStrategy` (`POST /activelearning/diversity|uncertainty|hybrid`, body `{"model": NAME}`; default
   the first served bundle with weights): reads the index (re-read only when its file changed), marks labelled
   images (classification: a `class` or `final` label; segmentation: `final`) and images proposed within
@@ -19,6 +20,7 @@ Cache folder: `--conf al_cache` (default `<studies>/.tinyusfm_activelearning`), 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -45,6 +47,7 @@ from tinyusfm_monai.monailabel.lib.activelearning import (
     weights_fingerprint,
 )
 from tinyusfm_monai.monailabel.lib.labels import CLASSIFICATION_LABEL_TAGS
+from tinyusfm_monai.utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class FeatureScoring(ScoringMethod):
         super().__init__("TinyUSFM backbone features and model uncertainty for the active-learning strategies")
         self.shared = _Shared(models, conf, studies)
         self.batch_size = batch_size
+        self._hashers: dict[str, ContentHashes] = {}
+        self._known: dict[str, tuple[int, str, set[str]]] = {}
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         names = [request["model"]] if request.get("model") else list(self.shared.models)
@@ -110,6 +115,30 @@ class FeatureScoring(ScoringMethod):
             if os.path.isfile(_weights(self.shared.models[name])):
                 out[name] = self.score(name, datastore, request.get("device", "cpu"))
         return out
+
+    def up_to_date(self, datastore: Datastore) -> bool:
+        """True when every served bundle with weights has an index built with its current weights that holds
+        every datastore image (hashes memoised in memory: a check costs one stat per image, no subprocess)."""
+        for name, bundle in self.shared.models.items():
+            if not os.path.isfile(_weights(bundle)):
+                continue
+            path = self.shared.folder(name) / "index.npz"
+            if not path.is_file():
+                return False
+            hasher = self._hashers.setdefault(name, ContentHashes(self.shared.folder(name) / "hashes.json"))
+            mtime = path.stat().st_mtime_ns
+            if self._known.get(name, (None,))[0] != mtime:
+                index = SelectionIndex.load(path)
+                self._known[name] = (mtime, index.fingerprint, set(index.hashes))
+            _, fingerprint, hashes = self._known[name]
+            if hasher(_weights(bundle))[:16] != fingerprint:
+                return False
+            try:
+                if any(hasher(datastore.get_image_uri(i)) not in hashes for i in datastore.list_images()):
+                    return False
+            except OSError:
+                return False
+        return True
 
     def _network(self, bundle: str, device: torch.device) -> tuple[torch.nn.Module, Any]:
         parser = ConfigParser()
@@ -186,6 +215,8 @@ class FeatureScoring(ScoringMethod):
             **index.info,
         }
         logger.info("active learning scoring %s: %s", name, result)
+        if result["computed"]:  # the last pass that computed features (its speed), for benchmarks and the curious
+            atomic_write(folder / "last_pass.json", json.dumps(result))
         return result
 
 
