@@ -366,6 +366,7 @@ def report(out: Path, seeds, figure: Path | None) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     curves: dict[tuple[str, str], list] = {}
+    pooled: dict[str, list] = {}
     for task in TASKS:
         done = [s for s in seeds if all((task, s, st) in cells for st in STRATEGIES)]
         if not done:
@@ -402,6 +403,19 @@ def report(out: Path, seeds, figure: Path | None) -> str:
                 + f" | {p['junk'].mean():.1f} | {p['dup'].mean():.1f} |"
             )
         lines.append(f"|  | seeds | {len(done)} ({done[0]}..{done[-1]}) |  |  |  |  |  |  |")
+        for st in STRATEGIES:
+            pooled.setdefault(st, []).extend(
+                zip(per[st]["auc"] - per["random"]["auc"], per[st]["lab"] / per["random"]["lab"])
+            )
+    for st in STRATEGIES[1:]:
+        if st not in pooled:
+            continue
+        d_auc, ratio = (np.array(v) for v in zip(*pooled[st]))
+        a, r = t_interval(d_auc), t_interval(ratio)
+        lines.append(
+            f"| all 4 tasks (pooled pairs: {len(ratio)}) | {st} |  | {a[0]:+.3f} [{a[1]:+.3f}, {a[2]:+.3f}] |  |  | "
+            f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] |  |  |"
+        )
     if figure is not None and curves:
         import matplotlib
 
