@@ -96,8 +96,12 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         venv = monailabel_venv()
+        # `python -m monailabel.main` is what the venv's `monailabel` script execs, minus its PYTHONPATH prefix (the
+        # venv's parent folder): with a venv outside this checkout that would import another copy of our package
         cmd = [
-            str(venv / "bin" / "monailabel"),
+            str(venv / "bin" / "python"),
+            "-m",
+            "monailabel.main",
             "start_server",
             "--app",
             str(APP_DIR),
@@ -117,7 +121,8 @@ class Server:
         for key, value in (conf or {}).items():  # further app settings, e.g. {"backend": "openvino"}
             cmd += ["--conf", key, value]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONAI_LABEL_")}
-        env["PYTHONPATH"] = str(SHIM_DIR)
+        # the shim, then this checkout (the venv's editable install may point at another copy of the repository)
+        env["PYTHONPATH"] = os.pathsep.join((str(SHIM_DIR), str(REPO)))
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env.pop("VIRTUAL_ENV", None)
         self._log = open(log_path, "wb")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
@@ -157,6 +162,15 @@ class Server:
             pass
         if self.process.poll() is None:
             self.process.wait(timeout=timeout)
+        # SIGKILL is delivered asynchronously: wait until the last member (e.g. a background scoring pass, a
+        # grandchild reaped by init) is gone, so callers can check that nothing is left
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
         self._log.close()
 
 

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,76 @@ def _make_images(root: Path) -> dict[str, tuple[Path, Path]]:
         Image.fromarray(mask).save(root / f"mask{i}.png")
         out[f"img{i}"] = (root / f"img{i}.png", root / f"mask{i}.png")
     return out
+
+
+def _make_pool(studies: Path, images: dict[str, tuple[Path, Path]]) -> dict[str, list[str]]:
+    """Unlabelled images for the active-learning strategies, written before the server starts: 10 distinct phantom
+    scenes, a cine burst of img0 (which gets labelled: none of its frames may ever be proposed) and a burst of a new
+    scene (at most one of its frames may be proposed, ever)."""
+    from tinyusfm_monai.data import phantom_junk
+    from tinyusfm_monai.data.phantom import render_sample
+
+    rng = np.random.default_rng(23)
+    names: dict[str, list[str]] = {"distinct": [], "burst_labelled": [], "burst_new": []}
+    for i in range(11):
+        image = render_sample(SEG, "training", 100 + i, 96, seed=0)[0][:80]
+        if i == 10:
+            frames = phantom_junk.make_burst(rng, image, 4)
+            kind = "burst_new"
+        else:
+            frames = [image]
+            kind = "distinct"
+        for k, frame in enumerate(frames):
+            name = f"al{i:02d}_{k}" if kind != "distinct" else f"al{i:02d}"
+            Image.fromarray(frame).save(studies / f"{name}.png")
+            names[kind].append(name)
+    source = np.asarray(Image.open(images["img0"][0]))
+    for k, frame in enumerate(phantom_junk.make_burst(rng, source, 4)):
+        Image.fromarray(frame).save(studies / f"img0_cine{k}.png")
+        names["burst_labelled"].append(f"img0_cine{k}")
+    return names
+
+
+def _scoring(server: Server) -> dict:
+    """POST /scoring/tinyusfm_features synchronously (retried while MONAI Label's background pass is running)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        url = f"{server.url}/scoring/tinyusfm_features?run_sync=true"
+        status, body = http(url, "POST", json_body={}, timeout=300)
+        if status != 429:
+            assert status == 200, f"{body[:2000]!r}\n{server.log_tail()}"
+            return json.loads(body)
+        time.sleep(1.0)
+    raise TimeoutError(f"scoring still busy after 300 s:\n{server.log_tail()}")
+
+
+def _propose(server: Server, strategy: str, model: str) -> dict:
+    status, body = http(f"{server.url}/activelearning/{strategy}", "POST", json_body={"model": model})
+    assert status == 200, f"{strategy}: {body[:2000]!r}\n{server.log_tail()}"
+    answer = json.loads(body)
+    assert answer.get("id"), f"{strategy}: no proposal: {answer}"
+    return answer
+
+
+def _active_learning_round(server: Server, pool: dict[str, list[str]], calls: int, proposed: list[str]) -> dict:
+    """Score, then `calls` proposals per strategy (classification and segmentation bundles); the REST answers
+    never name a labelled image, a frame of the labelled image's burst, an image proposed before, or a second
+    frame of the new burst. Returns the scoring result."""
+    scored = _scoring(server)
+    for model in (CLS, SEG):
+        assert scored[model]["images"] == 2 + sum(len(v) for v in pool.values()), scored[model]
+        assert scored[model]["groups_larger_than_one"] >= 2, f"{model}: the bursts were not grouped: {scored[model]}"
+    for strategy in ("diversity", "uncertainty", "hybrid"):
+        for k in range(calls):
+            model = CLS if k % 2 == 0 else SEG
+            answer = _propose(server, strategy, model)
+            assert answer["al_weights"] == scored[model]["weights"] and not answer["al_stale"], answer
+            proposed.append(answer["id"])
+    assert not {"img0", "img1"} & set(proposed), f"a labelled image was proposed: {proposed}"
+    assert not set(pool["burst_labelled"]) & set(proposed), f"a frame of a labelled image's burst: {proposed}"
+    assert len(set(pool["burst_new"]) & set(proposed)) <= 1, f"two frames of one burst: {proposed}"
+    assert len(set(proposed)) == len(proposed), f"an image was proposed twice: {proposed}"
+    return scored
 
 
 def _infer_cls(server: Server, image_id: str) -> np.ndarray:
@@ -110,6 +181,7 @@ def test_monailabel_server_infer_and_train(venv: Path, tmp_path: Path) -> None:
     images = _make_images(tmp_path)
     studies = tmp_path / "studies"
     studies.mkdir()
+    pool = _make_pool(studies, images)
     Image.fromarray(np.pad(np.full((8, 8), 3, np.uint8), ((10, 62), (20, 68)))).save(tmp_path / "class1.png")
     (tmp_path / "class0.json").write_text(json.dumps({"label": "Benign"}))
 
@@ -121,6 +193,8 @@ def test_monailabel_server_infer_and_train(venv: Path, tmp_path: Path) -> None:
         assert info["models"][SEG]["labels"] == {"lesion": 1}
         assert set(info["trainers"]) == {CLS, SEG, UNTRAINED}
         assert UNTRAINED not in info["models"]
+        assert {"random", "first", "diversity", "uncertainty", "hybrid"} <= set(info["strategies"])
+        assert "tinyusfm_features" in info["scoring"]
 
         for image_id, (image, mask) in images.items():
             status, body = http(f"{server.url}/datastore/image?image={image_id}", "PUT", files={"file": image})
@@ -139,6 +213,11 @@ def test_monailabel_server_infer_and_train(venv: Path, tmp_path: Path) -> None:
         assert (studies / "labels" / "class" / "img0.json").is_file()
 
         before_cls, _ = _check_predictions(server, bundles, images, tmp_path, "before")
+
+        t_al = time.monotonic()
+        proposed: list[str] = []
+        scored_before = _active_learning_round(server, pool, calls=2, proposed=proposed)
+        al_seconds = time.monotonic() - t_al
 
         for name in (SEG, CLS):
             weights = bundles / name / "models" / "model.pt"
@@ -160,6 +239,14 @@ def test_monailabel_server_infer_and_train(venv: Path, tmp_path: Path) -> None:
 
         after_cls, _ = _check_predictions(server, bundles, images, tmp_path, "after")
         assert not np.allclose(after_cls, before_cls, atol=1e-6), "classification scores unchanged after training"
+
+        # retrained models: new weights fingerprints, every feature recomputed, the strategies answer from them
+        t_al = time.monotonic()
+        scored_after = _active_learning_round(server, pool, calls=1, proposed=proposed)
+        al_seconds += time.monotonic() - t_al
+        for model in (CLS, SEG):
+            assert scored_after[model]["weights"] != scored_before[model]["weights"], f"{model}: same fingerprint"
+        print(f"active-learning steps of this test: {al_seconds:.1f} s (scoring passes and 9 proposals)")
     finally:
         server.stop()
     assert server.process.poll() is not None

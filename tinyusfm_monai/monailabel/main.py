@@ -13,6 +13,10 @@ the originals untouched. Nothing is downloaded: no model zoo lookup (`zoo_source
 CPU, PyTorch on CUDA), pytorch, onnx, onnx-int8, openvino, openvino-bf16 or openvino-int8.
 A bundle without `models/model.pt` gets a trainer only; its inferer appears as soon as training has written
 the weights (checked on every /info and /infer request, no restart needed).
+
+Active learning (`POST /activelearning/<strategy>`, body `{"model": NAME}`): MONAI Label's `random` and `first`,
+and `diversity`, `uncertainty`, `hybrid` over the bundle backbone's features (lib/activelearning.py), which the
+scoring method `tinyusfm_features` precomputes in the background (lib/strategies.py; `--conf al_<setting>`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ import monailabel
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
+from tinyusfm_monai.monailabel.lib.activelearning import STRATEGIES
 from tinyusfm_monai.monailabel.lib.infers import TinyUSFMInferTask
+from tinyusfm_monai.monailabel.lib.strategies import SCORING_NAME, ActiveLearningStrategy, FeatureScoring
 from tinyusfm_monai.monailabel.lib.trainers import TinyUSFMTrainTask
 
 logger = logging.getLogger(__name__)
@@ -120,4 +127,19 @@ class MyApp(MONAILabelApp):
         return trainers
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
+        for name in STRATEGIES:
+            strategies[name] = ActiveLearningStrategy(name, self.models, self.conf, self.studies)
+        return strategies
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        return {SCORING_NAME: FeatureScoring(self.models, self.conf, self.studies)}
+
+    def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
+        """MONAI Label starts every scoring method in a subprocess after each /activelearning and /train request;
+        skip that background run when the feature index is already current (same weights, no new image)."""
+        scoring = self._scoring_methods.get(SCORING_NAME)
+        if not method and isinstance(scoring, FeatureScoring) and scoring.up_to_date(self.datastore()):
+            logger.info("active learning features up to date: background scoring skipped")
+            return {}
+        return super().async_scoring(method, params)
