@@ -1,4 +1,4 @@
-"""Decoding real ultrasound DICOM files: every photometric interpretation and transfer syntax of SPEC section 7."""
+"""Decoding real ultrasound DICOM files: every photometric interpretation and transfer syntax that the node accepts."""
 
 from __future__ import annotations
 

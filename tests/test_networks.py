@@ -1,4 +1,4 @@
-"""The two backbones have exactly the official layout and the output contract of SPEC §3."""
+"""The two backbones have exactly the official layout and the output contract of the checkpoint loaders."""
 
 import pytest
 import torch

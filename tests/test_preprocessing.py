@@ -1,4 +1,4 @@
-"""Input parity (SPEC §3): our MONAI preprocessing gives the official PIL/ToTensor tensor."""
+"""Input parity: our MONAI preprocessing gives the official PIL/ToTensor tensor."""
 
 import numpy as np
 import pytest

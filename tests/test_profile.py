@@ -1,4 +1,4 @@
-"""Parameter and FLOP counts under the paper's convention (SPEC §3)."""
+"""Parameter and FLOP counts under the paper's convention (backbone parameters; FLOPs of one 224 x 224 pass)."""
 
 import subprocess
 import sys

@@ -1,6 +1,6 @@
 """The distillation bundle's open choices as typed settings, each with its default and where that default comes from.
 
-The paper leaves most of the method unpublished (SPEC §5), so every choice is a config value. Each one is a
+The paper leaves most of the method unpublished, so every choice is a config value. Each one is a
 dataclass field declared with `setting(default, source, doc)`: the bundle generator writes the field defaults into
 `configs/*.json` and the same fields (default, source, meaning) into the bundle's documentation table, so the two
 can never disagree. Sources: "paper" (the TinyUSFM abstract or official figure), "MAE-Lite/USFM" (the MAE-Lite

@@ -1,4 +1,4 @@
-"""UniUS-Bench metrics (SPEC §4), computed with MONAI's metric functions where MONAI has them.
+"""UniUS-Bench metrics, computed with MONAI's metric functions where MONAI has them.
 
 Classification: accuracy, precision, recall, F1 (binary: positive = class 1; >2 classes: macro),
 AUC (binary, or one-vs-rest macro), MCC (Gorodkin's multi-class form, equal to the binary MCC for two

@@ -1,4 +1,4 @@
-"""The two published backbones, with their architectures fixed (SPEC §3)."""
+"""The two published backbones, with their architectures fixed (the checkpoint layouts of the official releases)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parameter and FLOP counts under the paper's convention (SPEC §3).
+"""Parameter and FLOP counts under the paper's convention (backbone parameters; FLOPs of one 224 x 224 pass).
 
 GFLOPs = 2 × multiply-adds of linear and convolution layers at the given input size; the two
 attention matrix products (q·kᵀ, attn·v) are excluded, as layer-hook counters such as thop and
