@@ -11,7 +11,7 @@ Arms, each a TinyUSFM student trained for the same number of steps (`--steps`, b
   random_teacher        distilled from a randomly initialised teacher of the same architecture, full pool
   full_pool             distilled from the teacher, whole pool, consistency weighting
   random_subset         ... on a random subset of `--budget` of the pool (`coreset#strategy random`)
-  coreset               ... on the dual-rank coreset of `--budget` (coreset.json defaults)
+  coreset               ... on the coreset of `--budget` (coreset.json defaults: strategy composite, ours)
   coreset_no_weighting  coreset without consistency weighting (`consistency#enabled false`)
   spatial_only          coreset, spatial mask only (`masks#frequency_enabled false`)
   frequency_only        coreset, frequency mask only (`masks#spatial_enabled false`)
@@ -67,10 +67,10 @@ ARMS = {
     "random_teacher": {"teacher_weights": ""},
     "full_pool": {},
     "random_subset": {"@subset": "random"},
-    "coreset": {"@subset": "dual"},
-    "coreset_no_weighting": {"@subset": "dual", "consistency#enabled": False},
-    "spatial_only": {"@subset": "dual", "masks#frequency_enabled": False},
-    "frequency_only": {"@subset": "dual", "masks#spatial_enabled": False},
+    "coreset": {"@subset": "composite"},
+    "coreset_no_weighting": {"@subset": "composite", "consistency#enabled": False},
+    "spatial_only": {"@subset": "composite", "masks#frequency_enabled": False},
+    "frequency_only": {"@subset": "composite", "masks#spatial_enabled": False},
 }
 EPOCH_LENGTH = 50
 COMPARISONS = [

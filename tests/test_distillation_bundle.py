@@ -192,7 +192,7 @@ def test_coreset_then_train_on_coreset(tmp_path):
     log = run_bundle("coreset.json", root, args)
     out = root / "eval" / "coreset"
     datalist = json.loads((out / "coreset_datalist.json").read_text())
-    assert datalist["strategy"] == "dual" and len(datalist["training"]) == 12
+    assert datalist["strategy"] == "composite" and len(datalist["training"]) == 12
     assert len((out / "scores.csv").read_text().splitlines()) == 49
     assert (out / "score_distributions.png").stat().st_size > 0
     assert "features: rank 0/1 computed 48" in log
