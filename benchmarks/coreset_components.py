@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from phantom_eval import fix_threads  # noqa: E402
+from phantom_eval import fix_threads, holm, paired_t  # noqa: E402
 
 from tinyusfm_monai.distillation.standin import small_teacher_def  # noqa: E402
 
@@ -132,28 +132,6 @@ def run_variant(work: Path, seed: int, n: int, weights: str, budget: float, vari
     }
 
 
-def t_interval(d: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean, 95 % t-interval and two-sided p of paired differences (nan when fewer than 2)."""
-    from scipy import stats
-
-    if len(d) < 2:
-        return float(np.mean(d)), float("nan"), float("nan"), float("nan")
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
-    half = float(stats.t.ppf(0.975, len(d) - 1)) * se
-    p = float(stats.ttest_1samp(d, 0.0).pvalue) if se > 0 else (1.0 if np.mean(d) == 0 else 0.0)
-    return float(np.mean(d)), float(np.mean(d)) - half, float(np.mean(d)) + half, p
-
-
-def holm(p: list[float]) -> list[float]:
-    """Holm-adjusted p-values (nan stays nan)."""
-    idx = [i for i in np.argsort(p) if not np.isnan(p[i])]
-    out, running = [float("nan")] * len(p), 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (len(idx) - rank) * p[i]))
-        out[i] = running
-    return out
-
-
 def summarise(rows: list[dict], seeds: list[int]) -> None:
     cells = sorted({(r["n"], r["budget"]) for r in rows})
     comparisons = []
@@ -162,14 +140,15 @@ def summarise(rows: list[dict], seeds: list[int]) -> None:
             if variant == "defaults":
                 continue
             for metric in ("junk_share", "worst_organ_coverage"):
-                pairs = []
+                a, b = [], []
                 for s in seeds:
                     get = {r["variant"]: r for r in rows if (r["n"], r["budget"], r["seed"]) == (n, budget, s)}
                     if variant in get and "defaults" in get:
-                        pairs.append(get[variant][metric] - get["defaults"][metric])
-                if pairs:
-                    comparisons.append(((n, budget, variant, metric), t_interval(np.array(pairs))))
-    adjusted = dict(zip([c[0] for c in comparisons], holm([c[1][3] for c in comparisons])))
+                        a.append(get[variant][metric])
+                        b.append(get["defaults"][metric])
+                if a:
+                    comparisons.append(((n, budget, variant, metric), paired_t(a, b)))
+    adjusted = dict(zip([c[0] for c in comparisons], holm([c[1]["p"] for c in comparisons])))
     diffs = {c[0]: c[1] for c in comparisons}
     print(f"\nreporting pool seeds: {seeds}; {len(comparisons)} paired comparisons against defaults, Holm-adjusted")
     print("(* = Holm-adjusted p < 0.05)\n")
@@ -194,7 +173,7 @@ def summarise(rows: list[dict], seeds: list[int]) -> None:
                 if key not in diffs:
                     cols.append("–")
                     continue
-                m, lo, hi, _ = diffs[key]
+                m, lo, hi = diffs[key]["diff"], diffs[key]["lo"], diffs[key]["hi"]
                 star = " *" if adjusted.get(key, 1.0) < 0.05 else ""
                 cols.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}")
             print(
