@@ -27,10 +27,12 @@ Strategies (which is whose is part of the name):
 
 * `paper`: the paper's two ranks and nothing of ours but the fusion the paper leaves open: k-means on the teacher
   features, quotas proportional to cluster size, closest to the centre first (the figure read literally), the
-  lowest-quality share (`quality_gate`) not eligible; no near-duplicate suppression, no sub-centres, no distinct-
-  candidate quotas (those settings are ignored). The feature preprocessing (`center`, L2 norm) is as configured.
-* `composite` (ours, the default): steps 1-5 above. On the junk phantom pools its junk avoidance comes mostly from
-  the near-duplicate suppression, not from the paper's ranks (`benchmarks/coreset_components.py`).
+  lowest-quality share of the pool (`quality_gate`) not eligible; no near-duplicate suppression, no sub-centres,
+  no distinct-candidate quotas, no per-cluster gate (those settings are ignored: `PAPER_OVERRIDES`). The feature
+  preprocessing (`center`, L2 norm) is as configured.
+* `composite` (ours, the default): steps 1-5 above. In the component runs so far on the junk phantom pools
+  (`benchmarks/coreset_components.py`) its junk avoidance came mostly from the near-duplicate suppression, not from
+  the paper's ranks.
 * `distance` (no quality gate), `quality` (best quality, one per group), `random` (the random-subset ablation).
 Everything heavy runs with torch on `device` over the cached features (chunked: no N × N matrix); only O(N)
 scalars are handled in NumPy. The ground truth of a phantom junk pool is never read here (`diagnostics.py`).
@@ -71,6 +73,7 @@ PAPER_OVERRIDES = {
     "quota": "size",
     "within": "closest",
     "representative": "closest",
+    "gate_scope": "global",
 }
 DEDUP_SPACES = ("none", "teacher", "signature", "both")
 WITHIN = ("subclusters", "closest")
