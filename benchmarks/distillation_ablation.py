@@ -2,28 +2,38 @@
 
 Everything runs through the bundle's own configs (ConfigParser over coreset.json and train.json, as
 `monai.bundle run` does), on a junk phantom pool (`data.phantom_junk`: ~36 % blank, dim, saturated, noise, overlay,
-air frames, frozen runs and cine bursts), with a teacher that knows the phantom: the STAND-IN teacher
-(`distillation.standin`, a small USFM-architecture network supervised on phantom mmotu, fetal planes and tn3k; the
-MIM teacher that pretrain.json trains on a CPU does not beat the vanilla student, see benchmarks/teacher_probe.py).
+air frames, frozen runs and cine bursts), with a teacher that knows the phantom: a STAND-IN teacher
+(`distillation.standin`, a small USFM-architecture network supervised on phantom labels; the MIM teacher that
+pretrain.json trains on a CPU does not beat the vanilla student, see benchmarks/teacher_probe.py). `--standin`:
+`shared` (labels of mmotu, fetal planes, tn3k: the phantom gives every task's class c the same recipe, so this
+teacher has seen the probe tasks' concepts) or `disjoint` (recipes no probe task uses; its heads are at chance on
+the probe tasks, tests/test_distillation_standin.py).
 
 Arms, each a TinyUSFM student trained for the same number of steps (`--steps`, batch 16):
   vanilla               no teacher: reconstruction only (`distill#feature_weight 0`, `distill#attn_weight 0`), full pool
   random_teacher        distilled from a randomly initialised teacher of the same architecture, full pool
   full_pool             distilled from the teacher, whole pool, consistency weighting
   random_subset         ... on a random subset of `--budget` of the pool (`coreset#strategy random`)
-  coreset               ... on the dual-rank coreset of `--budget` (coreset.json defaults)
+  coreset               ... on the coreset of `--budget` (coreset.json defaults: strategy composite, ours)
   coreset_no_weighting  coreset without consistency weighting (`consistency#enabled false`)
   spatial_only          coreset, spatial mask only (`masks#frequency_enabled false`)
   frequency_only        coreset, frequency mask only (`masks#spatial_enabled false`)
 
 Evaluation on held-out phantom tasks (aul, stmus, uf1990, cubs; fresh images per seed): linear probe and kNN on the
-frozen pooled feature, and a short few-label fine-tune (8 labels per class, 40 steps). Seeds (`--seeds`, >= 5) are
+frozen pooled feature, and a short few-label fine-tune (8 labels per class, 40 steps). Seeds (`--seeds`) are
 paired: within a seed every arm shares the pool, the teacher, the probe data, the student's initial weights and the
-mask generator's seed; across seeds they all change except the pool and the teacher. Paired differences get a 95 %
-percentile-bootstrap interval over seeds (each seed's value is its mean over the four tasks). Fixed thread count.
+mask generator's seed. Across seeds the probe data, the initial weights and the masks change, and with `redraw`
+(the report and full tiers) the junk pool and the stand-in teacher too (pool seed 1000 + seed, teacher trained with
+the seed), so the intervals cover the teacher and the pool. Paired differences get a 95 % t-interval over seeds
+(each seed's value is its mean over the four tasks) and Holm-adjusted p-values over all the table's comparisons
+(their number is printed). The consistency ESS printed beside the arms follows from the rank mapping's floor and is
+about the same for every teacher: a property of the design, not a finding. Fixed thread count.
 
-Tiers: `--tier quick` (default; 64 px, 2,000-frame pool, 250 steps, 5 seeds, 2 jobs of 1 thread each: <= 45 min
-on an idle 2-core machine) and `--tier full` (for a GPU: 112 px, 20,000 frames, 3,000 steps of batch 64, 8 seeds).
+Tiers: `--tier quick` (default; 64 px, 2,000-frame pool, 250 steps, 5 seeds, teacher and pool fixed, the `shared`
+stand-in, 2 jobs of 1 thread each: <= 45 min on an idle 2-core machine; QUICK, not a basis for claims),
+`--tier report` (the quick sizes, 10 seeds, teacher and pool re-drawn per seed, the `disjoint` stand-in: the tier
+for claims; ~3 h of 2 CPU cores) and `--tier full` (for a GPU: 112 px, 20,000 frames, 3,000 steps of batch 64, 10
+seeds, re-drawn).
 Per-seed, per-task results go to `<work>/cells/<arm>_<seed>.json` and all of them to `<work>/results.json`; a rerun
 reuses finished cells.
 
@@ -48,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from phantom_eval import METRICS, PROBE_TASKS, evaluate, fix_threads, fmt_ci, paired_ci, probe_suite  # noqa: E402
+from phantom_eval import METRICS, PROBE_TASKS, evaluate, fix_threads, holm, paired_t, probe_suite  # noqa: E402
 
 from tinyusfm_monai.distillation.standin import build, small_teacher_def, train_standin_teacher  # noqa: E402
 from tinyusfm_monai.networks import TinyUSFM, load_pretrained  # noqa: E402
@@ -56,21 +66,28 @@ from tinyusfm_monai.networks import TinyUSFM, load_pretrained  # noqa: E402
 CONFIGS = ROOT / "bundles" / "tinyusfm_distillation" / "configs"
 TIERS = {
     "quick": dict(
-        image_size=64, pool=2000, steps=250, batch=16, seeds=5, threads=1, jobs=2, standin_steps=600, width=192
+        image_size=64, pool=2000, steps=250, batch=16, seeds=5, threads=1, jobs=2, standin_steps=600, width=192,
+        redraw=False, standin="shared",
+    ),
+    "report": dict(
+        image_size=64, pool=2000, steps=250, batch=16, seeds=10, threads=1, jobs=2, standin_steps=600, width=192,
+        redraw=True, standin="disjoint",
     ),
     "full": dict(
-        image_size=112, pool=20000, steps=3000, batch=64, seeds=8, threads=8, jobs=1, standin_steps=3000, width=384
+        image_size=112, pool=20000, steps=3000, batch=64, seeds=10, threads=8, jobs=1, standin_steps=3000, width=384,
+        redraw=True, standin="disjoint",
     ),
-}
+}  # fmt: skip
+FIXED_POOL_SEED = 3  # the pool of the tiers without redraw
 ARMS = {
     "vanilla": {"distill#feature_weight": 0.0, "distill#attn_weight": 0.0},
     "random_teacher": {"teacher_weights": ""},
     "full_pool": {},
     "random_subset": {"@subset": "random"},
-    "coreset": {"@subset": "dual"},
-    "coreset_no_weighting": {"@subset": "dual", "consistency#enabled": False},
-    "spatial_only": {"@subset": "dual", "masks#frequency_enabled": False},
-    "frequency_only": {"@subset": "dual", "masks#spatial_enabled": False},
+    "coreset": {"@subset": "composite"},
+    "coreset_no_weighting": {"@subset": "composite", "consistency#enabled": False},
+    "spatial_only": {"@subset": "composite", "masks#frequency_enabled": False},
+    "frequency_only": {"@subset": "composite", "masks#spatial_enabled": False},
 }
 EPOCH_LENGTH = 50
 COMPARISONS = [
@@ -86,38 +103,57 @@ COMPARISONS = [
 
 
 class Setup:
-    """The tier's pool, teacher and configs, prepared once per work folder."""
+    """The tier's pool and teacher: one for all seeds, or one per seed (`redraw`); prepared once, on first use."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from tinyusfm_monai.data.phantom import ensure_pool
-        from tinyusfm_monai.distillation.pool import build_manifest
-
         self.args = args
         self.work = Path(args.work)
         self.img = args.image_size
         self.teacher_def = small_teacher_def(self.img, args.width, 6, args.width // 32)
-        datalist = ensure_pool(cache_dir=self.work / "pools", junk=True, n=args.pool, image_size=self.img, seed=3)
-        self.manifest = self.work / "pool_manifest.json"
-        if not self.manifest.is_file():
-            build_manifest([datalist], self.manifest)
-        self.datalist = datalist
-        self.teacher = self.work / "teacher_standin.pth"
-        if not self.teacher.is_file():
+
+    def folder(self, seed: int) -> Path:
+        return self.work / f"seed{seed}" if self.args.redraw else self.work
+
+    def pool(self, seed: int) -> tuple[Path, Path]:
+        """(datalist, manifest) of the seed's junk pool."""
+        from tinyusfm_monai.data.phantom import ensure_pool
+        from tinyusfm_monai.distillation.pool import build_manifest
+
+        pool_seed = 1000 + seed if self.args.redraw else FIXED_POOL_SEED
+        datalist = ensure_pool(
+            cache_dir=self.work / "pools", junk=True, n=self.args.pool, image_size=self.img, seed=pool_seed
+        )
+        manifest = self.folder(seed) / "pool_manifest.json"
+        if not manifest.is_file():
+            manifest.parent.mkdir(parents=True, exist_ok=True)
+            build_manifest([datalist], manifest)
+        return datalist, manifest
+
+    def teacher(self, seed: int) -> Path:
+        """The seed's stand-in teacher (trained with the seed when re-drawn, else with seed 0)."""
+        kind = self.args.standin
+        name = "teacher_standin.pth" if kind == "shared" else f"teacher_standin_{kind}.pth"
+        path = self.folder(seed) / name
+        if not path.is_file():
             t0 = time.time()
+            path.parent.mkdir(parents=True, exist_ok=True)
             train_standin_teacher(
-                self.teacher, self.img, args.standin_steps, definition=self.teacher_def, device=args.device
-            )
-            print(f"stand-in teacher trained in {time.time() - t0:.0f} s", flush=True)
+                path, self.img, self.args.standin_steps, definition=self.teacher_def, device=self.args.device,
+                seed=seed if self.args.redraw else 0, data_seed=seed + 1 if self.args.redraw else 1, kind=kind,
+            )  # fmt: skip
+            print(f"stand-in teacher ({kind}) of seed {seed} trained in {time.time() - t0:.0f} s", flush=True)
+        return path
 
     def base(self, seed: int) -> dict:
+        datalist, manifest = self.pool(seed)
         return {
             "image_size": self.img,
             "phantom_pool_size": 0,
-            "dataset_dir": str(self.datalist),
-            "manifest": str(self.manifest),
+            "dataset_dir": str(datalist),
+            "manifest": str(manifest),
             "pool_images#out_dir": str(self.work / "pool_images"),
             "teacher_def": self.teacher_def,
-            "teacher_weights": str(self.teacher),
+            "teacher_weights": str(self.teacher(seed)),
             "seed": seed,
             "device": f"$torch.device('{self.args.device}')",
             "amp": self.args.device.startswith("cuda"),
@@ -210,7 +246,7 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> None:
         if not ref_path.is_file():
             torch.manual_seed(seed)
             teacher = build(setup.teacher_def)
-            load_pretrained(teacher, setup.teacher)
+            load_pretrained(teacher, setup.teacher(seed))
             torch.manual_seed(seed)
             refs = {
                 "teacher (stand-in)": evaluate(teacher, suite, ("linear_probe", "knn"), seed),
@@ -235,7 +271,10 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """All seeds: in this process (`--jobs 1`) or split over `--jobs` child processes with `--threads` each."""
-    Setup(args)  # the pool and the teacher, once, before any job starts
+    if not args.redraw:  # the one pool and teacher, before any job starts (re-drawn ones: by the job of their seed)
+        setup = Setup(args)
+        setup.pool(args.seeds[0])
+        setup.teacher(args.seeds[0])
     if args.jobs <= 1:
         run_seeds(args, args.seeds)
     else:
@@ -273,12 +312,15 @@ def report(results: dict, seeds: list[int]) -> None:
     cells = results["cells"]
     arms = [a for a in ARMS if all(f"{a}/{s}" in cells for s in seeds)]
     cfg = results.get("config", {})
+    redraw = "teacher and pool re-drawn per seed" if cfg.get("redraw") else "teacher and pool FIXED across seeds"
     print(
         f"\nDistillation ablation ({cfg.get('tier')} tier): {cfg.get('image_size')} px, junk pool of "
         f"{cfg.get('pool')}, budget {cfg.get('budget')}, {cfg.get('steps')} steps of batch {cfg.get('batch')}, "
-        f"{len(seeds)} paired seeds, {cfg.get('jobs')} job(s) of {cfg.get('threads')} thread(s); held-out tasks: "
-        f"{', '.join(PROBE_TASKS)}"
+        f"{len(seeds)} paired seeds, {redraw}, stand-in teacher {cfg.get('standin')!r}, {cfg.get('jobs')} job(s) of "
+        f"{cfg.get('threads')} thread(s); held-out tasks: {', '.join(PROBE_TASKS)}"
     )
+    if cfg.get("tier") == "quick" or len(seeds) < 10 or not cfg.get("redraw"):
+        print("QUICK TIER: fewer than 10 seeds or teacher and pool fixed: not a basis for claims (--tier report)")
 
     def per_seed(arm: str, metric: str) -> list[float]:
         return [cells[f"{arm}/{s}"]["scores"][metric]["mean"] for s in seeds]
@@ -302,16 +344,30 @@ def report(results: dict, seeds: list[int]) -> None:
         print(
             f"| {arm} | " + " | ".join(f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in vals) + f" | {ess} | {secs:.0f} |"
         )
-    print("\nPaired differences, 95 % bootstrap CI over seeds (* = excludes 0)")
+    summary = {}
+    for a, b, _ in COMPARISONS:
+        if a in arms and b in arms:
+            summary[f"{a} - {b}"] = {m: paired_t(per_seed(a, m), per_seed(b, m)) for m in METRICS}
+    family = [(k, m) for k in summary for m in METRICS]
+    for (k, m), p in zip(family, holm([summary[k][m]["p"] for k, m in family])):
+        summary[k][m]["p_holm"] = p
+    print(
+        f"\nPaired differences, 95 % t-interval over {len(seeds)} seeds; {len(family)} comparisons, "
+        "* = Holm-adjusted p < 0.05 (unadjusted intervals)"
+    )
     print("| comparison | what it tests | linear probe | kNN | few-label fine-tune |")
     print("|---|---|---|---|---|")
-    summary = {}
     for a, b, what in COMPARISONS:
-        if a in arms and b in arms:
-            cis = {m: paired_ci(per_seed(a, m), per_seed(b, m)) for m in METRICS}
-            summary[f"{a} - {b}"] = cis
-            print(f"| {a} − {b} | {what} | " + " | ".join(fmt_ci(cis[m]) for m in METRICS) + " |")
+        if f"{a} - {b}" in summary:
+            cis = summary[f"{a} - {b}"]
+            print(f"| {a} − {b} | {what} | " + " | ".join(fmt_t(cis[m]) for m in METRICS) + " |")
+    print("consistency ESS: set by the rank mapping's floor, about the same for every teacher (a design property)")
     results["comparisons"] = summary
+
+
+def fmt_t(ci: dict[str, float]) -> str:
+    mark = " *" if ci.get("p_holm", 1.0) < 0.05 else ""
+    return f"{ci['diff']:+.3f} [{ci['lo']:+.3f}, {ci['hi']:+.3f}]{mark}"
 
 
 def main() -> None:
@@ -324,6 +380,7 @@ def main() -> None:
     ap.add_argument("--base-lr", type=float, default=4e-3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--standin", choices=("shared", "disjoint"), default=None, help="stand-in teacher (tier default)")
     for key in ("image_size", "pool", "steps", "batch", "threads", "standin_steps", "width", "jobs"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     ap.add_argument("--report", action="store_true", help="only print the tables of the cached results")

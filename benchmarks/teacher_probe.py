@@ -9,6 +9,8 @@ Arms (each trained once per model seed; `--seeds`):
               teacher);
 * standin:    the STAND-IN teacher (`distillation.standin`: same small architecture, supervised on phantom mmotu,
               fetal planes and tn3k, `--standin-steps` steps): not a method, a stand-in for USFM's knowledge;
+* standin_disjoint: the same, supervised only on lesion recipes no probe task uses (`kind="disjoint"`: the phantom
+              gives every task's class c the same recipe, so `standin` has seen the probes' class concepts);
 * random_teacher / random_student: untrained references.
 
 Each model is probed on `--probe-seeds` freshly rendered suites of aul, stmus, uf1990, cubs (80 train / 100 test
@@ -40,7 +42,7 @@ from tinyusfm_monai.distillation.standin import build, small_teacher_def, train_
 from tinyusfm_monai.networks import TinyUSFM, load_pretrained  # noqa: E402
 
 PRETRAIN = ROOT / "bundles" / "tinyusfm_distillation" / "configs" / "pretrain.json"
-ARMS = ("mim", "vanilla", "standin", "random_teacher", "random_student")
+ARMS = ("mim", "vanilla", "standin", "standin_disjoint", "random_teacher", "random_student")
 IMG = 64
 
 
@@ -100,10 +102,11 @@ def model_for(arm: str, seed: int, work: Path, args) -> tuple[torch.nn.Module, f
     if arm == "random_teacher":
         torch.manual_seed(seed)
         return build(teacher_def), 0.0
-    if arm == "standin":
-        path = work / f"standin_{seed}.pth"
+    if arm in ("standin", "standin_disjoint"):
+        path = work / f"{arm}_{seed}.pth"
         if not path.is_file():
-            train_standin_teacher(path, IMG, steps=args.standin_steps, seed=seed)
+            kind = "disjoint" if arm == "standin_disjoint" else "shared"
+            train_standin_teacher(path, IMG, steps=args.standin_steps, seed=seed, kind=kind)
         net = build(teacher_def)
     else:
         pool = prepare_pool(work, args.pool)
@@ -148,7 +151,13 @@ def report(work: Path, seeds: list[int]) -> dict:
             [results[(arm, s)].get("train_cpu_seconds", results[(arm, s)].get("train_seconds")) for s in seeds]
         )
         print(f"| {arm} | {np.mean(lp):.3f} ± {np.std(lp):.3f} | {np.mean(kn):.3f} | {secs:.0f} |")
-    comparisons = [("mim", "vanilla"), ("standin", "vanilla"), ("vanilla", "random_student"), ("mim", "random_teacher")]
+    comparisons = [
+        ("mim", "vanilla"),
+        ("standin", "vanilla"),
+        ("standin_disjoint", "vanilla"),
+        ("vanilla", "random_student"),
+        ("mim", "random_teacher"),
+    ]
     out = {}
     print("\n| paired difference (95 % bootstrap CI over model seed x probe seed units) | linear probe | kNN |")
     print("|---|---|---|")

@@ -326,10 +326,10 @@ def test_head_gradient_norm_is_exact():
 def test_write_outputs(tmp_path):
     samples = [{"image": f"/x/{i}.png", "frame": -1} for i in range(20)]
     cols = {"cluster": np.repeat([0, 1], 10), "distance": np.linspace(0, 1, 20), "quality": np.zeros(20)}
-    sel = cs.Selection("dual", 5, np.arange(5), cols, {})
+    sel = cs.Selection("composite", 5, np.arange(5), cols, {})
     files = cs.write_outputs(tmp_path, sel, samples, {"pool_hash": "h"})
     dl = json.loads(Path(files["datalist"]).read_text())
-    assert len(dl["training"]) == 5 and dl["strategy"] == "dual" and dl["training"][4]["index"] == 4
+    assert len(dl["training"]) == 5 and dl["strategy"] == "composite" and dl["training"][4]["index"] == 4
     rows = Path(files["csv"]).read_text().splitlines()
     assert len(rows) == 21 and rows[0] == "index,image,frame,cluster,distance,quality,selected"
     assert Image.open(files["plot"]).size[0] == 640

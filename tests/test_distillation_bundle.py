@@ -192,7 +192,7 @@ def test_coreset_then_train_on_coreset(tmp_path):
     log = run_bundle("coreset.json", root, args)
     out = root / "eval" / "coreset"
     datalist = json.loads((out / "coreset_datalist.json").read_text())
-    assert datalist["strategy"] == "dual" and len(datalist["training"]) == 12
+    assert datalist["strategy"] == "composite" and len(datalist["training"]) == 12
     assert len((out / "scores.csv").read_text().splitlines()) == 49
     assert (out / "score_distributions.png").stat().st_size > 0
     assert "features: rank 0/1 computed 48" in log
@@ -200,12 +200,18 @@ def test_coreset_then_train_on_coreset(tmp_path):
     assert "coreset diagnostics (evaluation only" in log and "frozen runs and bursts" in log  # junk pool: truth
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     assert diagnostics["size"] == 12
-    # the ground truth is read only by the diagnostics: without it the selection is the same
+    # the ground truth is read only by the diagnostics: without it, and from EMPTY caches (decoded images,
+    # features, signatures, quality scores, duplicate groups: any of them could carry a leak), the selection is the
+    # same (tests/test_distillation_leak.py shows this check catches a planted truth-dependent step)
     truth = next((root / "eval" / "phantom_pool").glob("pool-*/ground_truth.json"))
     truth.rename(truth.with_suffix(".hidden"))
-    (out / "coreset_datalist.json").unlink()
+    visible_run = root / "eval" / "visible_run"
+    visible_run.mkdir()
+    for cache in ("coreset", "pool_images"):
+        (root / "eval" / cache).rename(visible_run / cache)
     log = run_bundle("coreset.json", root, args)
-    assert "reusing" in log and "coreset diagnostics" not in log
+    assert "reusing" not in log and "features: rank 0/1 computed 48, reused 0" in log
+    assert "coreset diagnostics" not in log
     assert json.loads((out / "coreset_datalist.json").read_text())["training"] == datalist["training"]
     truth.with_suffix(".hidden").rename(truth)
     # crash-safe resume: a second run reuses every feature shard

@@ -1,5 +1,6 @@
-"""The coreset (Quality Rank on cached features, near-duplicate suppression, Dual Rank), the junk phantom pool and
-the evaluation-only diagnostics, and the teacher's masked-image-model pretraining step (tiny sizes, seconds)."""
+"""The coreset (Quality Rank on cached features, near-duplicate suppression, the paper and composite strategies),
+the junk phantom pool and the evaluation-only diagnostics, and the teacher's masked-image-model pretraining step
+(tiny sizes, seconds)."""
 
 from __future__ import annotations
 
@@ -151,13 +152,38 @@ def test_selection_keeps_one_per_duplicate_group_and_fills_the_budget():
     group_of = np.r_[np.arange(20), np.full(280, -1), np.repeat(np.arange(20), 5)]
     settings = cs.CoresetSettings(dedup="teacher", budget=0.25, quality_gate=0.0, block_size=100)
     groups, _ = cs.duplicate_groups(x, settings)
-    for strategy in ("distance", "dual", "quality"):
+    for strategy in ("distance", "composite", "quality"):
         quality = np.random.default_rng(1).random(400).astype(np.float32)
         sel = cs.select(x, 400, cs.CoresetSettings(**{**settings.__dict__, "strategy": strategy}), quality, groups)
         kept = group_of[sel.selected]
         assert len(sel.selected) == 100 == len(set(sel.selected.tolist()))
         assert np.bincount(kept[kept >= 0]).max() == 1, strategy
     assert cs.resolve_budget(0.1, 1000) == 100 and cs.resolve_budget(25, 1000) == 25
+
+
+def test_paper_strategy_is_the_two_ranks_without_our_additions():
+    """`paper` ignores the duplicate groups and our selection settings (it keeps copies: no suppression), runs the
+    gate, and equals `composite` with our additions switched off; `dual` (the old, misleading name) is refused."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((200, 16)).astype(np.float32)
+    dup = np.repeat(base[:10], 8, axis=0) + 1e-3 * rng.standard_normal((80, 16)).astype(np.float32)
+    x = cs.prepare_features(torch.from_numpy(np.concatenate([base, dup])))
+    quality = np.random.default_rng(1).random(280).astype(np.float32)
+    groups = np.r_[np.arange(10), np.arange(10, 200), np.repeat(np.arange(10), 8)]
+    ours = {"within": "subclusters", "dedup": "both", "cluster_on": "distinct", "quota": "distinct"}
+    paper = cs.select(x, 280, cs.CoresetSettings(strategy="paper", budget=0.5, **ours), quality, groups)
+    plain = cs.select(x, 280, cs.CoresetSettings(strategy="paper", budget=0.5), quality, None)
+    composite_off = cs.select(
+        x, 280, cs.CoresetSettings(strategy="composite", budget=0.5, **cs.PAPER_OVERRIDES), quality, None
+    )
+    assert np.array_equal(paper.selected, plain.selected) and np.array_equal(paper.selected, composite_off.selected)
+    assert not paper.columns["eligible"][quality < np.quantile(quality, 0.2)].any()  # the gate runs
+    composite = cs.select(x, 280, cs.CoresetSettings(strategy="composite", budget=0.5), quality, groups)
+    copies = lambda sel: np.bincount(groups[sel.selected]).max()  # noqa: E731
+    assert copies(composite) == 1 and copies(paper) > 1
+    assert not cs.CoresetSettings(strategy="paper").needs_signatures and cs.CoresetSettings().strategy == "composite"
+    with pytest.raises(ValueError, match="renamed"):
+        cs.CoresetSettings(strategy="dual")
 
 
 def test_coreset_on_a_small_junk_pool_keeps_at_most_one_per_run_and_less_junk_than_random():

@@ -26,8 +26,10 @@ from tinyusfm_monai.distillation.settings import (
 from .configs import SCHEMA_URL, input_format
 
 NAME = "tinyusfm_distillation"
-BUNDLE_VERSION = "0.2.0"
+BUNDLE_VERSION = "0.3.0"
 CHANGELOG = {
+    "0.3.0": "coreset strategy 'dual' renamed 'composite' (ours, the default: with near-duplicate suppression); new "
+    "'paper' strategy: the paper's distance and quality ranks with nothing of ours added",
     "0.2.0": "generated with the task bundles; one resumable checkpoint models/last.pt (shared training-state "
     "handlers); settings passed to components as whole config sections",
     "0.1.0": "initial distillation bundle: feature-gradient coreset selection and domain-separated masked "
@@ -484,11 +486,11 @@ def metadata(versions: dict[str, str]) -> dict[str, Any]:
         "task": "Self-supervised knowledge distillation of an ultrasound foundation model (USFM teacher, "
         "TinyUSFM student)",
         "description": "Turns a frozen USFM teacher and an unlabelled ultrasound image pool into a 5.5M-parameter "
-        "TinyUSFM student: feature-gradient coreset selection (Distance Rank, Quality Rank, Dual Rank) in "
-        "configs/coreset.json, then domain-separated (spatial + frequency mask) masked-image-modelling distillation "
-        "with consistency-driven dynamic weighting in configs/train.json. The deployable network (network_def) is "
-        "the student backbone; its output is the 192-d pooled feature. Runs end to end on an embedded ultrasound "
-        "phantom pool with no arguments.",
+        "TinyUSFM student: feature-gradient coreset selection (Distance Rank, Quality Rank, our near-duplicate "
+        "suppression) in configs/coreset.json, then domain-separated (spatial + frequency mask) "
+        "masked-image-modelling distillation with consistency-driven dynamic weighting in configs/train.json. "
+        "The deployable network (network_def) is the student backbone; its output is the 192-d pooled "
+        "feature. Runs end to end on an embedded ultrasound phantom pool with no arguments.",
         "authors": "tinyusfm-monai contributors (method: Chen Ma et al., TinyUSFM, arXiv 2510.19239)",
         "copyright": "Copyright (c) tinyusfm-monai contributors",
         "data_source": "Any unlabelled ultrasound pool (PNG/JPG folders, ultrasound DICOM incl. cine, datalists); "

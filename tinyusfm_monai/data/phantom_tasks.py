@@ -230,8 +230,16 @@ def _scene(rng: np.random.Generator, probe: Probe, background: Tissue, structure
 # ---- classification ----------------------------------------------------------------------------------
 
 
-def classification_scene(task: Task, class_index: int, rng: np.random.Generator, probe: Probe | None = None) -> Scene:
-    recipe = class_recipes(task.num_classes)[class_index]
+def classification_scene(
+    task: Task,
+    class_index: int,
+    rng: np.random.Generator,
+    probe: Probe | None = None,
+    recipe: ClassRecipe | None = None,
+) -> Scene:
+    """A scene of `task`'s anatomy and probe showing class `class_index`'s recipe (or `recipe`, when given: a
+    teacher trained on recipes that no evaluated task uses, `distillation/standin.py`)."""
+    recipe = recipe or class_recipes(task.num_classes)[class_index]
     probe = probe or probe_for(task)
     structures, top = _body_wall(rng, probe)
     background = _background(rng, recipe.background, task.organ)

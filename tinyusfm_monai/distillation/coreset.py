@@ -1,4 +1,4 @@
-"""Feature-gradient coreset selection: Distance Rank, Quality Rank, near-duplicate suppression, Dual Rank.
+"""Feature-gradient coreset selection: Distance Rank, Quality Rank, and our composite with near-duplicate suppression.
 
 The paper fixes two readings, kept here: the Distance Rank ranks each sample by the distance of its teacher
 feature to its k-means cluster centre, closest first (official framework figure); the Quality Rank ranks by the
@@ -23,7 +23,17 @@ gradient over proxy epochs, high and stable first (`quality.py`). How they are f
 5. when the budget exceeds what is eligible and distinct: more eligible candidates by distance, then gated-out
    candidates by quality, then duplicates; the run says so.
 
-Strategies: random | distance (no quality gate) | quality (best quality, one per group) | dual (the above).
+Strategies (which is whose is part of the name):
+
+* `paper`: the paper's two ranks and nothing of ours but the fusion the paper leaves open: k-means on the teacher
+  features, quotas proportional to cluster size, closest to the centre first (the figure read literally), the
+  lowest-quality share of the pool (`quality_gate`) not eligible; no near-duplicate suppression, no sub-centres,
+  no distinct-candidate quotas, no per-cluster gate (those settings are ignored: `PAPER_OVERRIDES`). The feature
+  preprocessing (`center`, L2 norm) is as configured.
+* `composite` (ours, the default): steps 1-5 above. In the component runs so far on the junk phantom pools
+  (`benchmarks/coreset_components.py`) its junk avoidance came mostly from the near-duplicate suppression, not from
+  the paper's ranks.
+* `distance` (no quality gate), `quality` (best quality, one per group), `random` (the random-subset ablation).
 Everything heavy runs with torch on `device` over the cached features (chunked: no N × N matrix); only O(N)
 scalars are handled in NumPy. The ground truth of a phantom junk pool is never read here (`diagnostics.py`).
 """
@@ -31,6 +41,7 @@ scalars are handled in NumPy. The ground truth of a phantom junk pool is never r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -54,7 +65,16 @@ from .shards import PoolImages
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("random", "distance", "quality", "dual")
+STRATEGIES = ("random", "distance", "quality", "paper", "composite")
+# what `paper` switches off (our additions): the settings it runs with whatever the config says
+PAPER_OVERRIDES = {
+    "dedup": "none",
+    "cluster_on": "all",
+    "quota": "size",
+    "within": "closest",
+    "representative": "closest",
+    "gate_scope": "global",
+}
 DEDUP_SPACES = ("none", "teacher", "signature", "both")
 WITHIN = ("subclusters", "closest")
 MAX_DISTANCE_ELEMENTS = 1 << 26  # chunk size of every (rows × centres) distance matrix
@@ -67,7 +87,12 @@ MAX_DISTANCE_ELEMENTS = 1 << 26  # chunk size of every (rows × centres) distanc
 class CoresetSettings:
     """The coreset step's choices (config section `coreset` of coreset.json; `quality` is its own subsection)."""
 
-    strategy: str = setting("dual", PAPER, "random | distance | quality | dual (random = the random-subset ablation)")
+    strategy: str = setting(
+        "composite",
+        OURS,
+        "composite (ours: gate + near-duplicate suppression + quotas) | paper (the paper's two ranks, gate, nothing "
+        "else) | distance | quality | random (the random-subset ablation)",
+    )
     budget: float = setting(0.1, PAPER, "fraction (<= 1) or count (> 1) of the pool to keep (paper: down to 10 %)")
     center: bool = setting(True, OURS, "centre the teacher features (pool mean) before L2 normalisation")
     num_clusters: int = setting(0, OURS, "k-means clusters of the Distance Rank; 0 = budget / picks_per_cluster")
@@ -100,6 +125,11 @@ class CoresetSettings:
     feature_dtype: str = setting("float16", OURS, "storage of the teacher features (float16: 3.4 GB for 2.2M)")
 
     def __post_init__(self) -> None:
+        if self.strategy == "dual":
+            raise ValueError(
+                "coreset strategy 'dual' was renamed: 'composite' (ours: with near-duplicate suppression, the old "
+                "'dual') or 'paper' (the paper's distance + quality ranks only)"
+            )
         for name, value, allowed in (
             ("strategy", self.strategy, STRATEGIES),
             ("dedup", self.dedup, DEDUP_SPACES),
@@ -115,17 +145,25 @@ class CoresetSettings:
         if not 0 <= self.quality_gate < 1:
             raise ValueError(f"coreset quality_gate {self.quality_gate} must be in [0, 1)")
 
+    def effective(self) -> CoresetSettings:
+        """The settings the selection really runs with: `paper` switches our additions off (`PAPER_OVERRIDES`)."""
+        return dataclasses.replace(self, **PAPER_OVERRIDES) if self.strategy == "paper" else self
+
+    @property
+    def gated(self) -> bool:
+        return self.strategy in ("paper", "composite") and self.quality_gate > 0
+
     @property
     def quality_settings(self) -> QualitySettings:
         return from_mapping(QualitySettings, self.quality)
 
     @property
     def needs_quality(self) -> bool:
-        return self.strategy == "quality" or (self.strategy == "dual" and self.quality_gate > 0)
+        return self.strategy == "quality" or self.gated
 
     @property
     def needs_signatures(self) -> bool:
-        return self.strategy != "random" and self.dedup in ("signature", "both")
+        return self.strategy != "random" and self.effective().dedup in ("signature", "both")
 
 
 def resolve_budget(budget: float, n: int) -> int:
@@ -439,9 +477,11 @@ def select(
     """The coreset: `settings.budget` of the pool's rows (sorted), from prepared features `x` (N, D) on the device,
     the Quality Rank score (`quality`, high = keep) and the near-duplicate groups. `timings` receives the seconds
     of the Distance Rank's clustering and of the rest of the selection."""
-    cfg = from_mapping(CoresetSettings, settings)
+    cfg = from_mapping(CoresetSettings, settings).effective()
     t0 = time.perf_counter()
     count = resolve_budget(cfg.budget, n)
+    if cfg.strategy == "paper":
+        groups = None  # no near-duplicate suppression in the paper's reading
     if cfg.strategy == "random":
         chosen = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
         return Selection("random", count, chosen, {}, {"budget": count})
@@ -462,7 +502,7 @@ def select(
     t1 = time.perf_counter()
     k = len(centres)
     eligible = np.ones(n, bool)
-    gate = cfg.quality_gate if cfg.strategy == "dual" else 0.0
+    gate = cfg.quality_gate if cfg.gated else 0.0
     if gate > 0 and cfg.gate_scope == "global":
         eligible = q >= np.quantile(q, gate)
     elif gate > 0:
@@ -638,7 +678,7 @@ def _fmt(v: Any) -> Any:
 
 class CoresetPipeline:
     """configs/coreset.json `run`: teacher features (+ thumbnail signatures) → Quality Rank on the cached features →
-    near-duplicate groups → Dual Rank selection → files, plus the diagnostics.
+    near-duplicate groups → selection (`strategy`) → files, plus the diagnostics.
 
     Every stage a strategy does not need is skipped; the feature pass resumes per shard, the quality scores and
     duplicate groups are reused when already on disk for the same features and settings. Under torchrun
@@ -726,7 +766,7 @@ class CoresetPipeline:
         return values
 
     def run(self) -> dict | None:
-        cfg = self.settings
+        cfg = self.settings.effective()
         self._maybe_init_dist()
         rank, _ = rank_and_world_size()
         manifest = load_manifest(self.manifest)
