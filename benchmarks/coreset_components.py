@@ -44,9 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from coreset_targets import coreset_parser  # noqa: E402
 from phantom_eval import fix_threads, holm, paired_t  # noqa: E402
-
-from tinyusfm_monai.distillation.standin import small_teacher_def  # noqa: E402
 
 CORESET = ROOT / "bundles" / "tinyusfm_distillation" / "configs" / "coreset.json"
 IMG = 64
@@ -66,28 +65,9 @@ VARIANTS: dict[str, dict] = {
 
 
 def parser_for(work: Path, seed: int, n: int, weights: str, budget: float, overrides: dict):
-    from monai.bundle import ConfigParser
-
     root = work / f"n{n}_pool{seed}"
-    parser = ConfigParser()
-    parser.read_config(str(CORESET))
-    parser.update(
-        {
-            "bundle_root": str(root),
-            "image_size": IMG,
-            "phantom_pool_size": n,
-            "phantom_junk": True,
-            "dataset_dir": str(work / "pools"),
-            "pool_images#out_dir": str(work / "pool_images"),
-            "seed": seed,
-            "teacher_def": small_teacher_def(IMG),
-            "teacher_weights": weights,
-            "coreset#budget": budget,
-            "coreset_dir": str(root / "coreset"),  # one folder per pool: features and caches shared by variants
-            **overrides,
-        }
-    )
-    return parser
+    # one coreset folder per pool: features and caches shared by the variants
+    return coreset_parser(work, root, root / "coreset", seed, n, weights, budget, overrides)
 
 
 def run_variant(work: Path, seed: int, n: int, weights: str, budget: float, variant: str) -> dict:

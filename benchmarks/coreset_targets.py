@@ -36,11 +36,13 @@ CORESET = ROOT / "bundles" / "tinyusfm_distillation" / "configs" / "coreset.json
 IMG = 64
 
 
-def run_coreset(work: Path, pool_seed: int, n: int, teacher: str, weights: str, budget: float, extra: dict) -> dict:
+def coreset_parser(
+    work: Path, root: Path, coreset_dir: Path, seed: int, n: int, weights: str, budget: float, overrides: dict
+):
+    """The distillation bundle's coreset.json on a junk phantom pool of `n` frames (pool `seed`) with the small test
+    teacher at `weights` ("random" = a fresh one), selecting `budget` of it into `coreset_dir`."""
     from monai.bundle import ConfigParser
-    from monai.utils import set_determinism
 
-    root = work / f"pool{pool_seed}_{teacher}"
     parser = ConfigParser()
     parser.read_config(str(CORESET))
     parser.update(
@@ -51,14 +53,22 @@ def run_coreset(work: Path, pool_seed: int, n: int, teacher: str, weights: str, 
             "phantom_junk": True,
             "dataset_dir": str(work / "pools"),
             "pool_images#out_dir": str(work / "pool_images"),
-            "seed": pool_seed,
+            "seed": seed,
             "teacher_def": small_teacher_def(IMG),
             "teacher_weights": weights,
             "coreset#budget": budget,
-            "coreset_dir": str(root / f"coreset_{budget}"),
-            **extra,
+            "coreset_dir": str(coreset_dir),
+            **overrides,
         }
     )
+    return parser
+
+
+def run_coreset(work: Path, pool_seed: int, n: int, teacher: str, weights: str, budget: float, extra: dict) -> dict:
+    from monai.utils import set_determinism
+
+    root = work / f"pool{pool_seed}_{teacher}"
+    parser = coreset_parser(work, root, root / f"coreset_{budget}", pool_seed, n, weights, budget, extra)
     set_determinism(pool_seed)  # a random teacher is a fresh one per pool, seeded by it
     t0 = time.time()
     result = parser.get_parsed_content("coreset_selector").run()
