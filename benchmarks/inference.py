@@ -8,7 +8,7 @@ One command, all tables, every number from this run (ratios are taken within the
    quantisation), OpenVINO f32, bf16 (CPUs with AVX-512 BF16 / AMX) and INT8 (NNCF post-training). Every variant
    runs in a fresh subprocess (its own peak RSS).
 2. TinyUSFM/USFM ratios per backend, next to the FLOP ratio; TinyUSFM reduced precision vs fp32.
-3. End to end: the bundles' `inference.json` (+ the backend's overlay, `bundle.predictor.BACKENDS`) on real-size
+3. End to end: the bundles' `inference.json` (+ the backend's overlay, `bundle.parser.BACKENDS`) on real-size
    ultrasound images (PNG and DICOM, `benchmarks/us_images.py`), each run in a fresh process: start-up (launch
    until the weights are loaded: interpreter, imports, config, network, weights), the first image (OpenVINO
    compiles then), per image after it, the model's share inside the bundle, and per image / the model's own
@@ -53,7 +53,7 @@ MODELS = ("tinyusfm", "usfm")
 MODEL_NAMES = {"tinyusfm": "TinyUSFM", "usfm": "USFM"}
 BACKENDS = ("eager", "torchscript", "onnx", "onnx-int8", "openvino-f32", "openvino-bf16", "openvino-int8")
 FP32_BACKENDS = ("eager", "torchscript", "onnx", "openvino-f32")
-# bundle backend (bundle.predictor.BACKENDS) -> the per-model row that is "the model's own time"
+# bundle backend (bundle.parser.BACKENDS) -> the per-model row that is "the model's own time"
 BUNDLE_BACKENDS = {
     "pytorch": "eager",
     "onnx": "onnx",
@@ -433,19 +433,13 @@ def instrumented_run(
     start-up and timers around the dataloader and the inferer."""
     t_imports = time.time()
     from ignite.engine import Events
-    from monai.bundle import ConfigParser
 
-    from tinyusfm_monai.bundle.predictor import backend_configs
+    from tinyusfm_monai.bundle.parser import bundle_parser
 
     t_imported = time.time()
-    overlays, backend_overrides = backend_configs(backend)
-    parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / c) for c in ("inference.json", *overlays)])
-    parser["bundle_root"] = str(bundle)
-    parser["dataset_dir"] = str(images)
-    parser["output_dir"] = str(out)
-    for key, value in {**backend_overrides, **overrides}.items():
-        parser[key] = value
+    parser = bundle_parser(
+        bundle, "inference.json", backend, {"dataset_dir": str(images), "output_dir": str(out), **overrides}
+    )
     if "initialize" in parser:
         parser.get_parsed_content("initialize")  # as `monai.bundle run` does before "run"
     evaluator = parser.get_parsed_content("evaluator")
@@ -544,7 +538,7 @@ def bundle_tables(
 
 def _real_cli(bundle: Path, backend: str, images: Path, out: Path, settings: dict[str, Any]) -> float:
     """Wall time of the real `python -m monai.bundle run` with the same configs and settings."""
-    from tinyusfm_monai.bundle.predictor import backend_configs
+    from tinyusfm_monai.bundle.parser import backend_configs
 
     overlays, backend_overrides = backend_configs(backend)
     files = [str(bundle / "configs" / c) for c in ("inference.json", *overlays)]
@@ -684,7 +678,7 @@ def main() -> None:
         nargs="+",
         default=list(BUNDLE_BACKENDS),
         choices=list(BUNDLE_BACKENDS),
-        help="end-to-end backends (bundle.predictor.BACKENDS names)",
+        help="end-to-end backends (bundle.parser.BACKENDS names)",
     )
     parser.add_argument(
         "--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES), help="overlap variants (table 4)"

@@ -60,7 +60,7 @@ def _wall(cmd: list[str], runs: int, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="busi_classification")
-    parser.add_argument("--backend", default="pytorch", help="bundle.predictor.BACKENDS name")
+    parser.add_argument("--backend", default="pytorch", help="bundle.parser.BACKENDS name")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
@@ -69,15 +69,14 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from tinyusfm_monai.bundle.predictor import backend_configs
-    from tinyusfm_monai.deploy.export import _bundle_parser
+    from tinyusfm_monai.bundle.parser import backend_configs, bundle_parser
 
     overlays, overrides = backend_configs(args.backend)
     with tempfile.TemporaryDirectory(prefix="tinyusfm_startup_") as tmp:
         bundle = Path(tmp) / args.task
         shutil.copytree(REPO / "bundles" / args.task / "configs", bundle / "configs")
         (bundle / "models").mkdir()
-        network = _bundle_parser(bundle, None).get_parsed_content("network_def").eval()
+        network = bundle_parser(bundle).get_parsed_content("network_def").eval()
         torch.save(network.state_dict(), bundle / "models" / "model.pt")
         if args.backend.startswith("openvino"):  # exported as `tinyusfm-monai export` would (no conversion at run time)
             sys.path.insert(0, str(Path(__file__).resolve().parent))

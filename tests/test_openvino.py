@@ -209,7 +209,7 @@ def _tiny_bundle(tmp_path: Path, name: str = "busi_classification", ir: bool = F
 
 
 def test_backend_names_and_the_default():
-    from tinyusfm_monai.bundle.predictor import BACKENDS, DEFAULT_BACKEND, backend_configs, resolve_backend
+    from tinyusfm_monai.bundle.parser import BACKENDS, DEFAULT_BACKEND, backend_configs, resolve_backend
 
     assert {"pytorch", "onnx", "openvino", "openvino-bf16", "openvino-int8"} <= set(BACKENDS)
     with pytest.raises(ValueError, match="backend must be"):

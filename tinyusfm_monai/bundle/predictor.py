@@ -19,13 +19,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor, decollate_batch
 from monai.transforms import Compose, LoadImaged, SaveImaged
 
 from tinyusfm_monai.data.registry import Task, get_task
 from tinyusfm_monai.handlers.weights import TrainedWeightsLoader
 from tinyusfm_monai.transforms.io import SaveProbabilitiesd
+
+from .parser import DEFAULT_BACKEND, bundle_parser, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -51,54 +52,6 @@ class Predictor(Protocol):
     version: str
 
     def predict(self, image: np.ndarray) -> np.ndarray: ...
-
-
-# The one backend setting of every entry point (predictor, DICOM batch and node, MONAI Label app, benchmarks):
-# a name -> the bundle overlay merged over inference.json and the config values it sets. "pytorch" is
-# inference.json alone. The OpenVINO overlay runs PyTorch (with one log line) where OpenVINO is not installed.
-BACKENDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "pytorch": ((), {}),
-    "onnx": (("inference_onnx.json",), {}),
-    "onnx-int8": (("inference_onnx.json",), {"onnx_file": "$@bundle_root + '/models/model_int8.onnx'"}),
-    "openvino": (("inference_openvino.json",), {"openvino_precision": "f32"}),
-    "openvino-bf16": (("inference_openvino.json",), {"openvino_precision": "bf16"}),
-    "openvino-int8": (
-        ("inference_openvino.json",),
-        {"openvino_file": "$@bundle_root + '/models/model_int8.xml'", "openvino_precision": "f32"},
-    ),
-}
-# "auto": OpenVINO f32 on CPU (the fastest runtime measured on the development CPU, results within 1e-4 of
-# PyTorch; benchmarks/RESULTS.md), PyTorch on a CUDA device. Without OpenVINO installed the OpenVINO overlay runs
-# PyTorch and says so in one log line.
-DEFAULT_BACKEND = "auto"
-
-
-def resolve_backend(backend: str, device: Any = None) -> str:
-    """The `BACKENDS` name `backend` stands for ("auto" depends on the device: CUDA -> pytorch, else openvino)."""
-    if backend != "auto":
-        backend_configs(backend)
-        return backend
-    cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
-    return "pytorch" if cuda else "openvino"
-
-
-def backend_configs(backend: str) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """(overlay files, config overrides) of a backend name (see `BACKENDS`; "auto" as `resolve_backend`)."""
-    if backend == "auto":
-        backend = resolve_backend(backend)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
-    overlays, overrides = BACKENDS[backend]
-    return overlays, dict(overrides)
-
-
-def config_files(bundle_dir: Path, overlays: Sequence[str] = ()) -> list[str]:
-    """`configs/inference.json` and the named overlays (e.g. "inference_onnx.json"), checked to exist."""
-    files = [bundle_dir / "configs" / name for name in ("inference.json", *overlays)]
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; {bundle_dir} is not a tinyusfm-monai task bundle")
-    return [str(f) for f in files]
 
 
 class BundlePredictor:
@@ -127,16 +80,9 @@ class BundlePredictor:
     ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
         backend = resolve_backend(backend, device)
-        backend_overlays, backend_overrides = backend_configs(backend)
-        overrides = {**backend_overrides, **(overrides or {})}
-        files = config_files(self.bundle_dir, [*backend_overlays, *overlays])
+        parser = bundle_parser(self.bundle_dir, "inference.json", backend, overrides, overlays)
         meta_file = self.bundle_dir / "configs" / "metadata.json"
         self.metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        parser = ConfigParser()
-        parser.read_config(files)
-        parser["bundle_root"] = str(self.bundle_dir)
-        for key, value in overrides.items():
-            parser[key] = value
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
         self.task: Task = get_task(parser["task"])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinyusfm_monai.bundle.parser import bundle_parser
 from tinyusfm_monai.data.datalist import resolve_datalist, task_datalist
 
 logger = logging.getLogger(__name__)
@@ -30,17 +31,6 @@ class Sample:
     path: str
     image: np.ndarray
     label: Any = None
-
-
-def _parser(bundle: Path, config: str, image_size: int | None) -> Any:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / config))
-    parser["bundle_root"] = str(bundle)
-    if image_size is not None:
-        parser["image_size"] = int(image_size)
-    return parser
 
 
 def _evenly(items: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
@@ -61,7 +51,8 @@ def calibration_samples(
 ) -> list[Sample]:
     """Up to `limit` training images of the bundle's task through its inference preprocessing."""
     bundle = Path(bundle).resolve()
-    parser = _parser(bundle, "inference.json", image_size)
+    size = None if image_size is None else {"image_size": int(image_size)}
+    parser = bundle_parser(bundle, "inference.json", overrides=size)
     task = parser["task"]
     pre = parser.get_parsed_content("preprocessing")
     items = _evenly(task_datalist(task, dataset_dir or None, "training"), limit)
@@ -77,7 +68,8 @@ def test_samples(
 ) -> list[Sample]:
     """The labelled test split (up to `limit`, 0 = all) through the bundle's evaluation preprocessing."""
     bundle = Path(bundle).resolve()
-    parser = _parser(bundle, "train.json", image_size)
+    size = None if image_size is None else {"image_size": int(image_size)}
+    parser = bundle_parser(bundle, "train.json", overrides=size)
     task = parser["task"]
     pre = parser.get_parsed_content("validate#preprocessing")
     items = _evenly(task_datalist(task, dataset_dir or None, "test"), limit)

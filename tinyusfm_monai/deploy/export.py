@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinyusfm_monai.bundle.parser import bundle_parser
 from tinyusfm_monai.utils.atomic import atomic_write
 
 from .onnx import export_onnx, onnx_session, quantize_onnx_int8, run_onnx, write_onnx_metadata
@@ -36,17 +37,6 @@ FP32_ATOL = 1e-3
 CALIBRATION_SIZE = 300  # "a few hundred" training images; all of them when the split is smaller
 
 
-def _bundle_parser(bundle: Path, image_size: int | None) -> Any:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser["bundle_root"] = str(bundle)
-    if image_size is not None:
-        parser["image_size"] = int(image_size)
-    return parser
-
-
 def load_bundle_network(
     bundle: str | Path, weights: str | Path | None = None, image_size: int | None = None
 ) -> tuple[nn.Module, int]:
@@ -54,7 +44,7 @@ def load_bundle_network(
     from tinyusfm_monai.handlers.weights import TrainedWeightsLoader
 
     bundle = Path(bundle).resolve()
-    parser = _bundle_parser(bundle, image_size)
+    parser = bundle_parser(bundle, overrides=None if image_size is None else {"image_size": int(image_size)})
     network = parser.get_parsed_content("network_def").eval()
     TrainedWeightsLoader(str(weights or bundle / "models" / "model.pt"), network, str(bundle)).load()
     return network, int(parser.get_parsed_content("image_size"))
@@ -197,7 +187,7 @@ def export_openvino(
     precisions = ovd.cpu_precisions()
     if precision not in precisions:
         raise ValueError(f"--precision {precision}: this CPU runs only {precisions} natively")
-    task = get_task(_bundle_parser(bundle.resolve(), size)["task"])
+    task = get_task(bundle_parser(bundle, overrides=None if size is None else {"image_size": int(size)})["task"])
     started = time.perf_counter()
     model = ovd.convert_network(network, size)
     calibration: dict[str, Any] = {}

@@ -24,7 +24,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
+from tinyusfm_monai.bundle.parser import DEFAULT_BACKEND
+from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output, redact
 from tinyusfm_monai.dicom.process import process_file
 from tinyusfm_monai.io.dicom import DEFAULT_LIMITS, NOT_REGULAR_FILE, DicomInputError, InputLimits, read_dataset

@@ -48,7 +48,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
+from tinyusfm_monai.bundle.parser import DEFAULT_BACKEND
+from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
 from tinyusfm_monai.dicom.privacy import quiet_third_party_output
 from tinyusfm_monai.dicom.process import SEG_TYPES, process_file
 from tinyusfm_monai.io.dicom import (

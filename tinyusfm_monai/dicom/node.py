@@ -61,7 +61,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification
 
-from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, Predictor, load_predictor
+from tinyusfm_monai.bundle.parser import DEFAULT_BACKEND
+from tinyusfm_monai.bundle.predictor import Predictor, load_predictor
 from tinyusfm_monai.dicom.admission import ConnectionGuard, start_guarded_server
 from tinyusfm_monai.dicom.dicomweb import DicomWebDestination, deliver_entries
 from tinyusfm_monai.dicom.diskfull import is_disk_full, receive_failed, tolerate_full_disk_on_receive

@@ -18,7 +18,8 @@ from pathlib import Path
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, ConditionType, Fragment, Operator, OperatorSpec
 
-from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, load_predictor
+from tinyusfm_monai.bundle.parser import DEFAULT_BACKEND
+from tinyusfm_monai.bundle.predictor import load_predictor
 from tinyusfm_monai.io.dicom import DicomInputError
 from tinyusfm_monai.monaideploy.app_info import APP_NAME, APP_TITLE, APP_VERSION
 from tinyusfm_monai.monaideploy.steps import predict_instance, select_ultrasound, write_results

@@ -14,7 +14,7 @@
   once more here, or a W×H image would get an H×W label.
 * No trained weights: the stock task would run the freshly built network with random weights. Like the bundle's
   TrainedWeightsLoader, this refuses, and says how to get weights.
-* Backend (`--conf backend openvino`, the names of `bundle.predictor.BACKENDS`): the stock task reads
+* Backend (`--conf backend openvino`, the names of `bundle.parser.BACKENDS`): the stock task reads
   inference.json alone; this one merges the backend's overlay (e.g. inference_openvino.json) and its settings, the
   same setting as `tinyusfm-monai dicom infer --backend` and `load_predictor(backend=...)`. The OpenVINO inferer
   follows retraining: MONAI Label reloads the network when /train rewrites models/model.pt, and the inferer
@@ -34,7 +34,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from tinyusfm_monai.bundle.predictor import DEFAULT_BACKEND, backend_configs, resolve_backend
+from tinyusfm_monai.bundle.parser import DEFAULT_BACKEND, bundle_parser, resolve_backend
 from tinyusfm_monai.transforms.io import SaveProbabilitiesd
 
 logger = logging.getLogger(__name__)
@@ -62,12 +62,7 @@ class TinyUSFMInferTask(BundleInferTask):
 
     def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
         """inference.json merged with the backend's overlay and settings (the stock task reads inference.json only)."""
-        overlays, overrides = backend_configs(self.backend)
-        parser = ConfigParser()
-        parser.read_config([config, *(os.path.join(path, "configs", name) for name in overlays)])
-        parser.config.update({self.const.key_bundle_root(): path})  # type: ignore[union-attr]
-        for key, value in overrides.items():
-            parser[key] = value
+        parser = bundle_parser(path, os.path.abspath(config), self.backend)
         logger.info("%s: backend %s", os.path.basename(path), self.backend)
         return parser
 
